@@ -1,0 +1,24 @@
+output "pod" {
+  description = "customer/environment of the applied spec."
+  value       = "${local.spec.customer}/${local.spec.environment}"
+}
+
+output "instance_id" {
+  description = "ID of the pod's EC2 instance."
+  value       = module.pod.instance_id
+}
+
+output "load_balancer_arn" {
+  description = "ARN of the pod's application load balancer."
+  value       = module.pod.load_balancer_arn
+}
+
+output "load_balancer_dns_name" {
+  description = "DNS name of the pod's application load balancer."
+  value       = module.pod.load_balancer_dns_name
+}
+
+output "web_acl_arn" {
+  description = "ARN of the WAFv2 web ACL, or null when WAF is disabled."
+  value       = module.pod.web_acl_arn
+}
