@@ -67,6 +67,12 @@ variable "ami_ssm_parameter" {
   default     = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 }
 
+variable "root_volume_size" {
+  description = "Size of the encrypted root volume in GiB (at least the AMI's snapshot size)."
+  type        = number
+  default     = 20
+}
+
 variable "allowed_ingress_cidrs" {
   description = "CIDR blocks allowed to reach the load balancer on HTTP."
   type        = list(string)
