@@ -21,11 +21,10 @@ import socket
 import string
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.client import HTTPConnection, HTTPSConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -525,13 +524,18 @@ class FakeGitHub:
                 return
             url, delivery = item
             try:
-                request = urllib.request.Request(  # noqa: S310 (the configured webhook URL)
-                    url, data=delivery.body, headers=delivery.headers, method="POST"
-                )
-                with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                # http.client keeps header names as GitHub spells them (urllib would not).
+                parts = urlsplit(url)
+                connection_class = HTTPSConnection if parts.scheme == "https" else HTTPConnection
+                connection = connection_class(parts.netloc, timeout=5)
+                try:
+                    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                    connection.request("POST", target, body=delivery.body, headers=delivery.headers)
+                    response = connection.getresponse()
+                    response.read()
                     delivery.status = response.status
-            except urllib.error.HTTPError as exc:
-                delivery.status = exc.code
+                finally:
+                    connection.close()
             except Exception as exc:  # never let a bad receiver kill the sender
                 delivery.error = repr(exc)
             finally:
