@@ -33,6 +33,9 @@ DEFAULT_INSTANCE_TYPES = (
     ),
 )
 
+# libyaml's loader is ~10x faster than the pure-Python one; both are safe loaders.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # A value longer than this is rejected before any regex runs on it.
 MAX_VALUE_LENGTH = 100
 
@@ -144,7 +147,7 @@ def validate(data: Mapping[str, object], allowed_types: Iterable[str] = DEFAULT_
 def parse(text: str, allowed_types: Iterable[str] = DEFAULT_INSTANCE_TYPES) -> PodSpec:
     """Parse and validate a spec.yml document."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, the C one when built
     except yaml.YAMLError as exc:
         raise SpecError({"spec": f"not valid YAML: {str(exc).splitlines()[0]}"}) from None
     if not isinstance(data, dict):
@@ -180,7 +183,9 @@ ENV_NAMES = {field: field.upper() for field in FIELDS}
 
 def _spec_from_env(environ: Mapping[str, str]) -> PodSpec:
     allowed = environ.get("ALLOWED_INSTANCE_TYPES")
-    allowed_types = [t.strip() for t in allowed.split(",") if t.strip()] if allowed else DEFAULT_INSTANCE_TYPES
+    allowed_types = (
+        [t.strip() for t in allowed.split(",") if t.strip()] if allowed else DEFAULT_INSTANCE_TYPES
+    )
     data = {field: environ.get(name, "") for field, name in ENV_NAMES.items()}
     data = {field: value for field, value in data.items() if value != ""}
     return validate(data, allowed_types)

@@ -1,0 +1,90 @@
+import uuid
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from . import inventory, podspec
+from .models import DeploymentRequest
+
+
+class DeploymentForm(forms.Form):
+    """Edit or create a pod. The field rules are podspec's, shared with the deploy workflow.
+
+    ``clean()`` also checks the pod against the inventory: a new pod that already exists is a
+    ``duplicate_pod`` error, an edited pod that does not exist an ``unknown_pod`` error.
+    """
+
+    customer = forms.CharField(max_length=podspec.MAX_VALUE_LENGTH, strip=False)
+    environment = forms.CharField(max_length=podspec.MAX_VALUE_LENGTH, strip=False)
+    instance_name = forms.CharField(max_length=podspec.MAX_VALUE_LENGTH, strip=False)
+    instance_type = forms.CharField(max_length=podspec.MAX_VALUE_LENGTH, widget=forms.Select)
+    waf_enabled = forms.BooleanField(required=False, label="WAF enabled")
+    mode = forms.ChoiceField(choices=DeploymentRequest.Mode.choices, widget=forms.HiddenInput)
+    idempotency_key = forms.UUIDField(widget=forms.HiddenInput)
+
+    def __init__(self, *args, revalidate: bool = True, **kwargs):
+        kwargs.setdefault("initial", {})
+        kwargs["initial"].setdefault("idempotency_key", uuid.uuid4())
+        super().__init__(*args, **kwargs)
+        self.revalidate = revalidate
+        self.pod: inventory.Pod | None = None
+        self.fields["instance_type"].widget.choices = [(t, t) for t in settings.ALLOWED_INSTANCE_TYPES]
+        if self.initial.get("mode") == DeploymentRequest.Mode.EDIT or self.data.get("mode") == "edit":
+            for name in ("customer", "environment"):
+                self.fields[name].widget.attrs["readonly"] = True
+
+    def _rule(self, check, *args):
+        try:
+            return check(*args)
+        except ValueError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+
+    def clean_customer(self):
+        return self._rule(podspec.validate_path_component, self.cleaned_data["customer"], "customer")
+
+    def clean_environment(self):
+        return self._rule(podspec.validate_path_component, self.cleaned_data["environment"], "environment")
+
+    def clean_instance_name(self):
+        return self._rule(podspec.validate_instance_name, self.cleaned_data["instance_name"])
+
+    def clean_instance_type(self):
+        return self._rule(
+            podspec.validate_instance_type,
+            self.cleaned_data["instance_type"],
+            settings.ALLOWED_INSTANCE_TYPES,
+        )
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        customer, environment = data["customer"], data["environment"]
+        self.pod = inventory.get_pod(customer, environment, revalidate=self.revalidate)
+        if data["mode"] == DeploymentRequest.Mode.NEW and self.pod:
+            raise ValidationError(f"Pod {customer}/{environment} already exists.", code="duplicate_pod")
+        if data["mode"] == DeploymentRequest.Mode.EDIT and not self.pod:
+            raise ValidationError(f"Pod {customer}/{environment} does not exist.", code="unknown_pod")
+        return data
+
+    @property
+    def spec(self) -> podspec.PodSpec:
+        data = self.cleaned_data
+        return podspec.PodSpec(**{field: data[field] for field in podspec.FIELDS})
+
+    @property
+    def spec_before(self) -> str | None:
+        return self.pod.text if self.pod else None
+
+    @property
+    def is_unchanged(self) -> bool:
+        return bool(self.pod and self.pod.spec == self.spec)
+
+    @classmethod
+    def for_pod(cls, pod: inventory.Pod) -> "DeploymentForm":
+        """The edit form, prefilled from the pod's spec (or what can be read of an invalid one)."""
+        initial = {"customer": pod.customer, "environment": pod.environment, "mode": "edit"}
+        if pod.spec:
+            initial |= pod.spec.as_dict()
+        return cls(initial=initial)

@@ -1,0 +1,254 @@
+"""Every write to DeploymentRequest happens here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import github, podspec
+from .models import DeploymentRequest
+
+logger = logging.getLogger(__name__)
+
+Status = DeploymentRequest.Status
+REQUEST_ID_RE = re.compile(r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
+RUN_STATUS = {
+    "requested": Status.QUEUED,
+    "queued": Status.QUEUED,
+    "waiting": Status.QUEUED,
+    "pending": Status.QUEUED,
+    "in_progress": Status.IN_PROGRESS,
+    "completed": Status.COMPLETED,
+}
+
+
+class PodLocked(Exception):
+    """Another request for the same pod is still active."""
+
+    def __init__(self, holder: DeploymentRequest | None):
+        super().__init__("A deployment of this pod is already in progress.")
+        self.holder = holder
+
+
+def active_request_for_pod(*, customer: str, environment: str) -> DeploymentRequest | None:
+    return (
+        DeploymentRequest.objects.filter(
+            customer=customer, environment=environment, status__in=DeploymentRequest.ACTIVE_STATUSES
+        )
+        .select_related("requested_by")
+        .first()
+    )
+
+
+def deployment_request_create(
+    *,
+    user: AbstractBaseUser,
+    spec: podspec.PodSpec,
+    mode: str,
+    spec_before: str | None,
+    idempotency_key: uuid.UUID,
+) -> tuple[DeploymentRequest, bool]:
+    """Record a request as ``pending`` before anything is sent to GitHub.
+
+    Returns ``(request, created)``. A key seen before returns the first request, created
+    False (a double click or a resubmitted form deploys once). Raises PodLocked when the pod
+    already has an active request; a database constraint makes that hold across workers.
+    """
+    existing = DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
+    if existing:
+        return existing, False
+    inputs = spec.workflow_inputs() | {"request_id": str(idempotency_key)}
+    try:
+        with transaction.atomic():
+            request = DeploymentRequest.objects.create(
+                requested_by=user,
+                mode=mode,
+                customer=spec.customer,
+                environment=spec.environment,
+                instance_name=spec.instance_name,
+                instance_type=spec.instance_type,
+                waf_enabled=spec.waf_enabled,
+                spec_before=spec_before or "",
+                spec_after=podspec.render(spec),
+                inputs=inputs,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        existing = DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+        raise PodLocked(
+            active_request_for_pod(customer=spec.customer, environment=spec.environment)
+        ) from None
+    logger.info("deployment request %s created for %s by %s", request.pk, request.pod, user)
+    return request, True
+
+
+def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequest:
+    """Trigger the deploy workflow for a pending request and record the outcome.
+
+    On failure the request is marked ``dispatch_failed`` with the error (which releases the
+    pod) and the portal's GitHubError is raised for the caller to show.
+    """
+    try:
+        result = github.dispatch(inputs=request.inputs)
+    except github.GitHubError as exc:
+        _record_failure(request, exc.error_type, exc.message)
+        raise
+    except Exception:
+        logger.exception("dispatch of request %s failed unexpectedly", request.pk)
+        _record_failure(request, "server_error", "Unexpected error while triggering the workflow.")
+        raise github.GitHubError(
+            "Unexpected error while triggering the workflow. The details are in the log."
+        ) from None
+    request.status = Status.DISPATCHED
+    request.dispatched_at = timezone.now()
+    request.run_id = result.run_id
+    request.run_url = result.run_url or ""
+    request.save(update_fields=["status", "dispatched_at", "run_id", "run_url", "updated_at"])
+    logger.info(
+        "deployment request %s dispatched: run %s (%s)",
+        request.pk,
+        result.run_id,
+        result.correlated_by or "unknown",
+    )
+    return request
+
+
+def _record_failure(request: DeploymentRequest, error_type: str, message: str) -> None:
+    request.status = Status.DISPATCH_FAILED
+    request.error_type = error_type
+    request.error_message = message
+    request.completed_at = timezone.now()
+    request.save(update_fields=["status", "error_type", "error_message", "completed_at", "updated_at"])
+    logger.warning("deployment request %s: dispatch failed (%s): %s", request.pk, error_type, message)
+
+
+def request_for_run(run: github.RunState) -> DeploymentRequest | None:
+    """The request a run belongs to: by run id, else by the ``[request_id]`` in its title."""
+    request = DeploymentRequest.objects.filter(run_id=run.run_id).first()
+    if request:
+        return request
+    match = REQUEST_ID_RE.search(run.display_title)
+    if match:
+        return DeploymentRequest.objects.filter(idempotency_key=match.group(1), run_id__isnull=True).first()
+    return None
+
+
+def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunState) -> bool:
+    """Record a run's state on its request. Never moves a request backwards.
+
+    Returns True when the request changed. Safe to call from the webhook and the sync at once.
+    """
+    new_status = RUN_STATUS.get(run.status)
+    if new_status is None:
+        return False
+    with transaction.atomic():
+        request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
+        if request.status == Status.DISPATCH_FAILED:
+            return False
+        rank = DeploymentRequest.STATUS_RANK
+        changed = []
+        if request.run_id is None:
+            request.run_id = run.run_id
+            changed.append("run_id")
+        if run.html_url and request.run_url != run.html_url:
+            request.run_url = run.html_url
+            changed.append("run_url")
+        if run.run_number and request.run_number != run.run_number:
+            request.run_number = run.run_number
+            changed.append("run_number")
+        if rank[new_status] > rank[request.status]:
+            request.status = new_status
+            changed.append("status")
+            if new_status in (Status.IN_PROGRESS, Status.COMPLETED) and not request.started_at:
+                request.started_at = run.run_started_at or run.updated_at or timezone.now()
+                changed.append("started_at")
+            if new_status == Status.COMPLETED:
+                request.conclusion = run.conclusion or "unknown"
+                request.completed_at = run.updated_at or timezone.now()
+                changed += ["conclusion", "completed_at"]
+        if not changed:
+            return False
+        request.save(update_fields=[*changed, "updated_at"])
+    logger.info("deployment request %s: run %s is %s", request.pk, run.run_id, request.outcome)
+    return True
+
+
+def deployment_request_mark_stale(*, request: DeploymentRequest, reason: str) -> bool:
+    """Close a request whose run never appeared or never finished. Returns True if closed now."""
+    updated = DeploymentRequest.objects.filter(
+        pk=request.pk, status__in=DeploymentRequest.ACTIVE_STATUSES
+    ).update(
+        status=Status.COMPLETED,
+        conclusion="stale",
+        error_type="stale",
+        error_message=reason,
+        completed_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    if updated:
+        logger.warning("deployment request %s marked stale: %s", request.pk, reason)
+    return bool(updated)
+
+
+def deployment_request_release(*, request: DeploymentRequest, user: AbstractBaseUser, reason: str) -> bool:
+    """Release a stuck pod lock by hand, recording who did it and why."""
+    updated = DeploymentRequest.objects.filter(
+        pk=request.pk, status__in=DeploymentRequest.ACTIVE_STATUSES
+    ).update(
+        status=Status.COMPLETED,
+        conclusion="released",
+        released_by=user,
+        release_reason=reason,
+        completed_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    if updated:
+        logger.warning("deployment request %s: lock released by %s: %s", request.pk, user, reason)
+    return bool(updated)
+
+
+def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Bring every active request up to date from GitHub (the webhook's fallback).
+
+    Requests with a run are read by id; requests without one are looked up by their
+    ``[request_id]``; a request whose run never appeared or stayed active longer than
+    RUN_STALE_AFTER_MINUTES is closed as ``stale``. Safe to run on several hosts at once.
+    """
+    now = now or timezone.now()
+    stale_after = dt.timedelta(minutes=settings.RUN_STALE_AFTER_MINUTES)
+    counts = {"checked": 0, "updated": 0, "stale": 0, "errors": 0}
+    for request in DeploymentRequest.objects.filter(status__in=DeploymentRequest.ACTIVE_STATUSES).order_by(
+        "pk"
+    ):
+        counts["checked"] += 1
+        try:
+            if request.run_id:
+                run = github.get_run(request.run_id)
+            else:
+                run = github.find_run(request_id=request.request_id, since=request.created_at)
+        except github.GitHubError as exc:
+            counts["errors"] += 1
+            logger.warning("sync of request %s failed: %s", request.pk, exc.message)
+            continue
+        if run and deployment_request_apply_run(request=request, run=run):
+            counts["updated"] += 1
+            request.refresh_from_db()
+        if request.is_active and now - request.created_at > stale_after:
+            minutes = settings.RUN_STALE_AFTER_MINUTES
+            reason = (
+                f"The run stayed {request.get_status_display().lower()} for more than {minutes} minutes."
+                if run
+                else f"No workflow run appeared within {minutes} minutes of the request."
+            )
+            if deployment_request_mark_stale(request=request, reason=reason):
+                counts["stale"] += 1
+    return counts

@@ -1,0 +1,27 @@
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def diff_lines(diff: str) -> list[tuple[str, str]]:
+    """Split a unified diff into (css class, line) pairs for colouring."""
+    lines = []
+    for line in diff.splitlines():
+        if line.startswith(("+++", "---")):
+            css = "hunk"
+        elif line.startswith("+"):
+            css = "add"
+        elif line.startswith("-"):
+            css = "del"
+        elif line.startswith("@@"):
+            css = "hunk"
+        else:
+            css = ""
+        lines.append((css, line))
+    return lines
+
+
+@register.filter
+def get_item(mapping: dict, key: str):
+    return mapping.get(key)

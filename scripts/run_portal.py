@@ -1,0 +1,94 @@
+"""`make run`: migrate and start the portal on 127.0.0.1:8000.
+
+With no GitHub credentials in the environment it starts the GitHub emulator (the sandbox),
+seeded from pods/, and a demo/demo user; it says so on screen and on every page.
+"""
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTAL = "127.0.0.1:8000"
+EMULATOR_PORT = int(os.environ.get("SANDBOX_GITHUB_PORT", "8001"))
+
+
+def manage(*args: str, env: dict) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
+
+
+def start_emulator(env: dict) -> subprocess.Popen:
+    secret = secrets.token_hex(16)
+    env.update(
+        GH_TOKEN="sandbox-token",  # noqa: S106 - the emulator's own token
+        GH_REPO="demo/pods",
+        GITHUB_API_URL=f"http://127.0.0.1:{EMULATOR_PORT}",
+        GITHUB_WEBHOOK_SECRET=secret,
+        PORTAL_SANDBOX="true",
+    )
+    emulator = subprocess.Popen(
+        [
+            sys.executable, "-m", "fakegithub", "--port", str(EMULATOR_PORT), "--repo", "demo/pods",
+            "--specs", "pods", "--specs-path", env.get("SPECS_PATH", "pods"), "--token", "sandbox-token",
+            "--webhook-url", f"http://{PORTAL}/webhooks/github", "--webhook-secret", secret,
+            "--auto-runs", "--queued-for", "3", "--in-progress-for", "6",
+        ],
+        cwd=ROOT,
+    )  # fmt: skip
+    for _ in range(50):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{EMULATOR_PORT}/rate_limit", timeout=1)  # noqa: S310
+            return emulator
+        except urllib.error.HTTPError:
+            return emulator  # it answers (401 without a token): it is up
+        except OSError:
+            if emulator.poll() is not None:
+                sys.exit(
+                    f"The GitHub emulator did not start (port {EMULATOR_PORT} busy? set SANDBOX_GITHUB_PORT)."
+                )
+            time.sleep(0.1)
+    sys.exit("The GitHub emulator did not answer.")
+
+
+def main() -> None:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_DEBUG", "true")
+    sandbox = not (env.get("GH_TOKEN") or env.get("GITHUB_APP_ID"))
+    emulator = start_emulator(env) if sandbox else None
+    try:
+        manage("migrate", "--noinput", "--verbosity", "0", env=env)
+        if sandbox:
+            manage("shell", "-c", CREATE_DEMO_USER, env=env)
+            print(
+                "\n  SANDBOX: no GH_TOKEN or GitHub App is set, so the portal uses the built-in GitHub"
+                f"\n  emulator on 127.0.0.1:{EMULATOR_PORT}. Log in at http://{PORTAL}/ as demo / demo.\n",
+                flush=True,
+            )
+        else:
+            print(
+                f"\n  Portal on http://{PORTAL}/ talking to {env.get('GITHUB_API_URL', 'api.github.com')}\n",
+                flush=True,
+            )
+        manage("runserver", PORTAL, "--noreload", env=env)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if emulator:
+            emulator.terminate()
+
+
+CREATE_DEMO_USER = """
+from django.contrib.auth.models import Group, User
+user, _ = User.objects.get_or_create(username="demo", defaults={"is_staff": True, "is_superuser": True})
+user.set_password("demo")
+user.save()
+user.groups.add(Group.objects.get(name="Deployers"))
+"""
+
+if __name__ == "__main__":
+    main()
