@@ -4,11 +4,31 @@ Start it in-process and point PyGithub at it::
 
     from fakegithub import FakeGitHub
 
-    gh = FakeGitHub(repo="demo/pods", specs_dir="pods").start()
-    github.Github(auth=github.Auth.Token("test-token"), base_url=gh.api_url)
+    gh = FakeGitHub(repo="demo/pods", specs_dir="pods").start()   # 127.0.0.1, free port
+    github.Github(auth=github.Auth.Token("test-token"), base_url=gh.api_url, retry=None)
 
-or run ``python -m fakegithub --help``. Tests use the ``fakegithub`` fixture from
+or run ``python -m fakegithub --help``; tests use the ``fakegithub`` fixture from
 ``fakegithub.pytest_plugin``. Responses follow GitHub's OpenAPI schemas. No Django here.
+
+Control API (all thread-safe):
+
+* files: ``put_file(path, text)``, ``delete_file(path)``, ``load_dir(dir, under="pods")``,
+  ``files`` ({path: text} at the branch head), ``head_sha``. Each change is a new commit.
+* settings (plain attributes, restored by ``reset()``): ``token``, ``scopes`` (None = no
+  x-oauth-scopes header), ``latency``, ``ghes``, ``run_visible_after``, ``workflow_state``
+  ("active" / "disabled_manually" / None = no workflow), ``default_conclusion``,
+  ``conclusions`` ({"customer/env": conclusion}), ``auto_runs``, ``queued_for``,
+  ``in_progress_for``, ``webhook_url``, ``webhook_secret``, ``app`` = (app_id, public PEM,
+  installation_id).
+* ``set_rate_limit(remaining=, reset=, limit=)``, ``rate_limit`` (current values).
+* ``add_fault(method, path_regex, status, body, headers, delay, drop, times)``,
+  ``clear_faults()``; ``status=None`` with ``delay`` only slows the normal answer.
+* ``requests`` (``.method .path .query .headers .body .json .status``), ``count(method, path)``,
+  ``clear_requests()``.
+* ``runs`` (API dicts plus ``inputs``, newest first), ``run(id)``, ``advance_run(id)``,
+  ``complete_run(id, conclusion="success")``.
+* ``deliveries`` (``.action .headers .body .payload .status .error .done``).
+* ``reset()``: back to the constructor's state (run ids keep increasing across resets).
 """
 
 from fakegithub.server import Delivery, FakeGitHub, Fault, RecordedRequest

@@ -544,3 +544,16 @@ def test_cli_serves_the_spec_directory_until_terminated(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+def test_project_workflow_file_declares_what_the_builtin_default_declares():
+    from fakegithub.workflow import PROJECT_WORKFLOW, WorkflowDef
+
+    if not PROJECT_WORKFLOW.is_file():
+        pytest.skip("the project has no deploy workflow yet")
+    project, default = WorkflowDef.load(), WorkflowDef.default()
+    assert (project.name, project.run_name, project.inputs) == (
+        default.name,
+        default.run_name,
+        default.inputs,
+    )
