@@ -334,8 +334,9 @@ class FakeGitHub:
 
     @property
     def rate_limit(self) -> dict:
+        """What ``GET /rate_limit`` answers now: ``rate_limit["resources"]["core"]["remaining"]``."""
         with self._lock:
-            return self._rate_json()
+            return self._rate_overview()
 
     def add_fault(
         self,
@@ -750,6 +751,17 @@ class FakeGitHub:
             "resource": "core",
         }
 
+    def _rate_overview(self) -> dict:
+        core = {k: v for k, v in self._rate_json().items() if k != "resource"}
+        return {
+            "resources": {
+                "core": core,
+                "graphql": {"limit": 5000, "remaining": 5000, "reset": self._rate_reset, "used": 0},
+                "search": {"limit": 30, "remaining": 30, "reset": self._rate_reset, "used": 0},
+            },
+            "rate": dict(core),
+        }
+
     def _rate_headers(self) -> dict:
         rate = self._rate_json()
         return {
@@ -871,18 +883,9 @@ class FakeGitHub:
         actor = self._user if kind == "classic" else self._bot
 
         if parts == ["rate_limit"] and method == "GET":
-            rate = self._rate_json()
-            other = {"limit": 5000, "remaining": 5000, "reset": self._rate_reset, "used": 0}
-            data = {
-                "resources": {
-                    "core": {k: rate[k] for k in ("limit", "remaining", "reset", "used")},
-                    "graphql": dict(other, resource="graphql"),
-                    "search": {"limit": 30, "remaining": 30, "reset": self._rate_reset, "used": 0},
-                },
-                "rate": {k: rate[k] for k in ("limit", "remaining", "reset", "used")},
-            }
-            data["resources"]["graphql"].pop("resource")
-            return self._finish(method, headers, _Response(200, data, auth_headers), spend=False)
+            return self._finish(
+                method, headers, _Response(200, self._rate_overview(), auth_headers), spend=False
+            )
 
         if method != "GET" and self._rate_remaining <= 0:
             return self._rate_limited(auth_headers)

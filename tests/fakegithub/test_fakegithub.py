@@ -179,7 +179,7 @@ def test_rate_limit_endpoint_reports_core_without_spending_it(fakegithub):
     assert gh.get_rate_limit().resources.core.remaining == 10
     assert gh.get_rate_limit().resources.core.limit == 60
     gh.get_repo("demo/pods")
-    assert fakegithub.rate_limit["remaining"] == 9
+    assert fakegithub.rate_limit["resources"]["core"]["remaining"] == 9
 
 
 # --- dispatch ------------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def test_serves_many_concurrent_requests(fakegithub):
         statuses = list(pool.map(fetch, range(100)))
     assert statuses == [200] * 100
     assert time.monotonic() - started < 3
-    assert fakegithub.rate_limit["remaining"] == 5000 - 100
+    assert fakegithub.rate_limit["resources"]["core"]["remaining"] == 5000 - 100
 
 
 # --- GitHub App ----------------------------------------------------------------------------------
@@ -512,7 +512,7 @@ def test_reset_restores_the_constructor_state(fakegithub, workflow):
     assert (fakegithub.files, fakegithub.head_sha) == (files, head)
     assert fakegithub.runs == [] and fakegithub.requests == [] and fakegithub.deliveries == []
     assert raw(fakegithub, "GET", "/repos/demo/pods").status_code == 200
-    assert fakegithub.rate_limit["remaining"] == 4999
+    assert fakegithub.rate_limit["resources"]["core"]["remaining"] == 4999
 
 
 def test_api_prefix_serves_ghes_style_urls():
