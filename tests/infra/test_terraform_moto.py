@@ -1,0 +1,339 @@
+"""Apply the real Terraform (terraform/) against moto, the way the deploy workflow does.
+
+Each pod goes through ``scripts/deploy/terraform.sh init|plan|apply`` with a spec rendered by
+``python -m deployments.podspec render``; then AWS is read back through boto3. Two pods are
+created concurrently (one with WAF, one without) so the provider's fixed ALB wait is paid once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from deployments import podspec
+
+from .conftest import (
+    REPO_ROOT,
+    SCRIPTS_DIR,
+    STATE_BUCKET,
+    TERRAFORM_DIR,
+    TIMINGS,
+    backend_args,
+    moto_override,
+    plugin_dir_args,
+)
+
+pytestmark = pytest.mark.infra
+
+RUNNING = ["pending", "running"]
+
+
+@dataclass
+class Pod:
+    """One pod's Terraform working copy, driven through the workflow's own scripts."""
+
+    customer: str
+    environment: str
+    instance_name: str
+    instance_type: str
+    waf_enabled: bool
+    root: Path
+    env: dict[str, str]
+    moto_url: str
+    outputs: dict = field(default_factory=dict)
+
+    @property
+    def tf_dir(self) -> Path:
+        return self.root / "terraform"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "pods" / self.customer / self.environment / "spec.yml"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / "step-summary.md"
+
+    @property
+    def state_key(self) -> str:
+        return f"pods/{self.customer}/{self.environment}/terraform.tfstate"
+
+    def _script_env(self) -> dict[str, str]:
+        return {
+            **self.env,
+            "CUSTOMER": self.customer,
+            "ENVIRONMENT": self.environment,
+            "TF_DIR": str(self.tf_dir),
+            "TF_STATE_BUCKET": STATE_BUCKET,
+            "SPEC_FILE": str(self.spec_file),
+            "GITHUB_STEP_SUMMARY": str(self.summary_file),
+        }
+
+    def terraform_sh(self, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(SCRIPTS_DIR / "terraform.sh"), *args],
+            env=self._script_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, f"terraform.sh {args[0]} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def setup(self) -> None:
+        shutil.copytree(
+            TERRAFORM_DIR, self.tf_dir, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*")
+        )
+        (self.tf_dir / "moto_override.tf").write_text(moto_override(self.moto_url))
+        self.terraform_sh("init", *plugin_dir_args(), *backend_args(self.moto_url))
+
+    def render_spec(self) -> None:
+        """Render spec.yml with the podspec CLI, exactly as the workflow does."""
+        inputs = {
+            "CUSTOMER": self.customer,
+            "ENVIRONMENT": self.environment,
+            "INSTANCE_NAME": self.instance_name,
+            "INSTANCE_TYPE": self.instance_type,
+            "WAF_ENABLED": "true" if self.waf_enabled else "false",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "deployments.podspec", "render", "--out", str(self.spec_file)],
+            cwd=REPO_ROOT,
+            env={"PATH": os.environ.get("PATH", ""), **inputs},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+
+    def deploy(self, label: str) -> float:
+        """Render, plan (-out) and apply the saved plan; return and record the elapsed seconds."""
+        self.render_spec()
+        start = time.monotonic()
+        self.terraform_sh("plan")
+        self.terraform_sh("apply")
+        elapsed = time.monotonic() - start
+        TIMINGS.append((f"{self.customer}/{self.environment}: {label}", elapsed))
+        result = subprocess.run(
+            ["terraform", f"-chdir={self.tf_dir}", "output", "-json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        self.outputs = {name: value["value"] for name, value in json.loads(result.stdout).items()}
+        return elapsed
+
+    def plan_exit_code(self) -> int:
+        result = subprocess.run(
+            [
+                "terraform",
+                f"-chdir={self.tf_dir}",
+                "plan",
+                "-input=false",
+                "-no-color",
+                "-detailed-exitcode",
+                f"-var=spec_file={self.spec_file}",
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode in (0, 2), result.stderr
+        return result.returncode
+
+
+def pod_instances(ec2, pod: Pod, states=RUNNING) -> list[dict]:
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Customer", "Values": [pod.customer]},
+            {"Name": "tag:Environment", "Values": [pod.environment]},
+            {"Name": "tag:ManagedBy", "Values": ["pod-portal"]},
+            {"Name": "instance-state-name", "Values": states},
+        ]
+    )["Reservations"]
+    return [instance for reservation in reservations for instance in reservation["Instances"]]
+
+
+def web_acl_for(wafv2, pod: Pod) -> dict | None:
+    return wafv2.get_web_acl_for_resource(ResourceArn=pod.outputs["load_balancer_arn"]).get("WebACL")
+
+
+@pytest.fixture(scope="module")
+def pods(terraform_env, moto_server, tmp_path_factory) -> dict[str, Pod]:
+    """Two new pods, initialised and applied concurrently: one with WAF, one without."""
+    specs = {
+        "waf": dict(
+            customer="acme", environment="prod", instance_name="acme-prod-web", instance_type="t3.small"
+        ),
+        "plain": dict(
+            customer="globex",
+            environment="staging",
+            instance_name="globex-staging-api",
+            instance_type="m5.large",
+        ),
+    }
+    created = {}
+    for key, spec in specs.items():
+        created[key] = Pod(
+            **spec,
+            waf_enabled=(key == "waf"),
+            root=tmp_path_factory.mktemp(f"pod-{key}"),
+            env=terraform_env,
+            moto_url=moto_server.url,
+        )
+
+    # terraform init one at a time: the shared plugin cache is not safe for concurrent installs.
+    for pod in created.values():
+        pod.setup()
+    with ThreadPoolExecutor(max_workers=len(created)) as pool:
+        futures = [pool.submit(pod.deploy, "create (new pod)") for pod in created.values()]
+        for future in futures:
+            future.result()
+    return created
+
+
+class TestPodLifecycle:
+    """Ordered: create, then change the instance type, then toggle WAF both ways."""
+
+    def test_new_pod_instance_has_spec_type_and_tags(self, pods, moto_server):
+        ec2 = moto_server.client("ec2")
+        for pod in pods.values():
+            instances = pod_instances(ec2, pod)
+            assert len(instances) == 1, f"{pod.customer}/{pod.environment}: {instances}"
+            instance = instances[0]
+            assert instance["InstanceType"] == pod.instance_type
+            assert instance["InstanceId"] == pod.outputs["instance_id"]
+            tags = {tag["Key"]: tag["Value"] for tag in instance["Tags"]}
+            assert tags["Name"] == pod.instance_name
+            assert tags["Customer"] == pod.customer
+            assert tags["Environment"] == pod.environment
+            assert tags["ManagedBy"] == "pod-portal"
+            assert instance["MetadataOptions"]["HttpTokens"] == "required"
+
+    def test_alb_forwards_to_the_instance(self, pods, moto_server):
+        elbv2 = moto_server.client("elbv2")
+        ec2 = moto_server.client("ec2")
+        for pod in pods.values():
+            (lb,) = elbv2.describe_load_balancers(LoadBalancerArns=[pod.outputs["load_balancer_arn"]])[
+                "LoadBalancers"
+            ]
+            assert lb["Type"] == "application"
+            # moto omits Scheme for the default (internet-facing) scheme.
+            assert lb.get("Scheme", "internet-facing") == "internet-facing"
+            assert len(lb["AvailabilityZones"]) >= 2
+            (listener,) = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+            assert listener["Port"] == 80
+            (action,) = listener["DefaultActions"]
+            assert action["Type"] == "forward"
+            health = elbv2.describe_target_health(TargetGroupArn=action["TargetGroupArn"])
+            targets = [d["Target"]["Id"] for d in health["TargetHealthDescriptions"]]
+            assert targets == [pod.outputs["instance_id"]]
+            # The instance only accepts traffic from the ALB's security group.
+            instance = pod_instances(ec2, pod)[0]
+            (instance_sg,) = ec2.describe_security_groups(
+                GroupIds=[g["GroupId"] for g in instance["SecurityGroups"]]
+            )["SecurityGroups"]
+            sources = [
+                (rule["FromPort"], pair["GroupId"])
+                for rule in instance_sg["IpPermissions"]
+                for pair in rule["UserIdGroupPairs"]
+            ]
+            assert sources == [(80, lb["SecurityGroups"][0])]
+            assert all(not rule["IpRanges"] for rule in instance_sg["IpPermissions"])
+
+    def test_web_acl_associated_iff_waf_enabled(self, pods, moto_server):
+        wafv2 = moto_server.client("wafv2")
+        acl = web_acl_for(wafv2, pods["waf"])
+        assert acl is not None, "WAF enabled but no web ACL associated with the ALB"
+        assert acl["ARN"] == pods["waf"].outputs.get("web_acl_arn")
+        groups = {rule["Statement"]["ManagedRuleGroupStatement"]["Name"] for rule in acl["Rules"]}
+        assert {"AWSManagedRulesCommonRuleSet", "AWSManagedRulesKnownBadInputsRuleSet"} <= groups
+        assert web_acl_for(wafv2, pods["plain"]) is None
+        assert pods["plain"].outputs.get("web_acl_arn") is None  # null outputs are omitted
+
+    def test_state_is_in_s3_per_pod_and_unlocked(self, pods, moto_server):
+        s3 = moto_server.client("s3")
+        keys = {obj["Key"] for obj in s3.list_objects_v2(Bucket=STATE_BUCKET).get("Contents", [])}
+        for pod in pods.values():
+            assert pod.state_key in keys
+            assert f"{pod.state_key}.tflock" not in keys, "S3 lock file left behind after apply"
+
+    def test_plan_is_in_step_summary(self, pods):
+        summary = pods["waf"].summary_file.read_text()
+        assert "Terraform plan for `acme/prod`" in summary
+        assert "aws_wafv2_web_acl_association" in summary
+        assert "aws_instance" in summary
+
+    def test_reapplying_unchanged_spec_is_a_noop(self, pods):
+        assert pods["plain"].plan_exit_code() == 0, "an unchanged spec must plan no changes"
+
+    def test_changing_instance_type_keeps_exactly_one_instance(self, pods, moto_server):
+        pod = pods["waf"]
+        before = pod.outputs["instance_id"]
+        pod.instance_type = "t3.large"
+        elapsed = pod.deploy("reapply (instance_type t3.small -> t3.large)")
+        instances = pod_instances(moto_server.client("ec2"), pod)
+        assert [i["InstanceType"] for i in instances] == ["t3.large"]
+        # Resized in place (stop/modify/start): same instance, still behind the ALB.
+        assert instances[0]["InstanceId"] == before
+        print(f"reapply with new instance type took {elapsed:.1f}s")
+
+    def test_disabling_waf_removes_the_association(self, pods, moto_server):
+        pod = pods["waf"]
+        pod.waf_enabled = False
+        pod.deploy("reapply (waf_enabled true -> false)")
+        wafv2 = moto_server.client("wafv2")
+        assert web_acl_for(wafv2, pod) is None
+        names = {acl["Name"] for acl in wafv2.list_web_acls(Scope="REGIONAL")["WebACLs"]}
+        assert "acme-prod-web-waf" not in names
+        # The rest of the pod is untouched.
+        assert [i["InstanceType"] for i in pod_instances(moto_server.client("ec2"), pod)] == ["t3.large"]
+
+    def test_enabling_waf_on_existing_pod_associates_it(self, pods, moto_server):
+        pod = pods["plain"]
+        pod.waf_enabled = True
+        pod.deploy("reapply (waf_enabled false -> true)")
+        acl = web_acl_for(moto_server.client("wafv2"), pod)
+        assert acl is not None
+        assert acl["Name"] == "globex-staging-api-waf"
+
+
+def test_module_rejects_a_hostile_spec(tmp_path, terraform_env, moto_server):
+    """A spec podspec rejects is also rejected by the module's own checks (defence in depth)."""
+    spec = podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.micro", True).as_dict()
+    spec["customer"] = "../etc"
+    spec_file = tmp_path / "spec.yml"
+    spec_file.write_text(json.dumps(spec))  # JSON is YAML
+    tf_dir = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM_DIR, tf_dir, ignore=shutil.ignore_patterns(".terraform*"))
+    (tf_dir / "moto_override.tf").write_text(moto_override(moto_server.url))
+    (tf_dir / "backend_override.tf").write_text('terraform {\n  backend "local" {}\n}\n')
+    env = terraform_env
+    subprocess.run(
+        ["terraform", f"-chdir={tf_dir}", "init", "-input=false", *plugin_dir_args()],
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    result = subprocess.run(
+        ["terraform", f"-chdir={tf_dir}", "plan", "-input=false", "-no-color", f"-var=spec_file={spec_file}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "customer must be 1-32 lowercase letters" in result.stderr

@@ -1,0 +1,172 @@
+"""Static checks of .github/workflows: security audit, schema, and the portal's contract."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deployments import podspec
+
+from .conftest import REPO_ROOT
+
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+DEPLOY = WORKFLOWS / "deploy-pod.yml"
+CI = WORKFLOWS / "ci.yml"
+RUN_NAME = "Deploy ${{ inputs.customer }}/${{ inputs.environment }} [${{ inputs.request_id || 'manual' }}]"
+INPUT_EXPRESSION = re.compile(r"\$\{\{[^}]*\b(inputs\.|github\.event\.inputs)", re.S)
+PINNED_USES = re.compile(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+\s*$")
+
+
+def load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the bare key `on` as True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def steps(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def workflow_files() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.yml"))
+
+
+def test_both_workflows_exist():
+    assert {path.name for path in workflow_files()} >= {"deploy-pod.yml", "ci.yml"}
+
+
+def test_zizmor_offline_finds_nothing(venv_tool):
+    # zizmor reads GH_TOKEN/GITHUB_TOKEN (and rejects an empty one); --offline needs neither.
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN", "ZIZMOR_GITHUB_TOKEN")
+    }
+    result = subprocess.run(
+        [venv_tool("zizmor"), "--offline", "--no-progress", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, f"zizmor findings:\n{result.stdout}\n{result.stderr}"
+
+
+def test_workflows_match_github_schema(venv_tool):
+    result = subprocess.run(
+        [
+            venv_tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            *map(str, workflow_files()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
+
+def test_deploy_inputs_are_the_spec_fields_plus_request_id():
+    inputs = load(DEPLOY)["on"]["workflow_dispatch"]["inputs"]
+    assert set(inputs) == set(podspec.FIELDS) | {"request_id"}
+    for name, spec in inputs.items():
+        assert spec["type"] == "string", name
+        if name == "request_id":
+            assert spec["required"] is False
+            assert spec["default"] == ""
+        else:
+            assert spec["required"] is True, name
+
+
+def test_run_name_carries_the_request_id():
+    workflow = load(DEPLOY)
+    assert workflow["name"] == "Deploy pod"
+    assert workflow["run-name"] == RUN_NAME
+    assert "[${{ inputs.request_id" in workflow["run-name"]
+    assert f"run-name: {RUN_NAME}\n" in DEPLOY.read_text()
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_no_input_is_interpolated_into_a_script(path):
+    for step in steps(load(path)):
+        script = step.get("run", "")
+        assert not INPUT_EXPRESSION.search(script), f"{step.get('name')}: inputs interpolated into run:"
+        assert "${{" not in script, f"{step.get('name')}: expressions belong in env:, not in run:"
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_sha_with_its_version(path):
+    uses_lines = [line for line in path.read_text().splitlines() if re.match(r"^\s*(-\s+)?uses:", line)]
+    assert uses_lines
+    for line in uses_lines:
+        assert PINNED_USES.match(line), f"not pinned by full SHA with a version comment: {line.strip()}"
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_checkout_does_not_persist_credentials(path):
+    checkouts = [s for s in steps(load(path)) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts
+    for step in checkouts:
+        assert step["with"]["persist-credentials"] is False
+
+
+def test_deploy_permissions_are_least_privilege():
+    workflow = load(DEPLOY)
+    assert workflow["permissions"] in ({}, {"contents": "read"})
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "id-token": "write"}
+
+
+def test_deploy_runs_one_at_a_time_per_pod():
+    concurrency = load(DEPLOY)["concurrency"]
+    assert concurrency["group"] == "deploy-pod-${{ inputs.customer }}-${{ inputs.environment }}"
+    assert concurrency["cancel-in-progress"] is False
+
+
+def test_deploy_steps_in_order():
+    workflow = load(DEPLOY)
+    (job,) = workflow["jobs"].values()
+    job_env = job["env"]
+    # Every spec field reaches the podspec CLI through the environment.
+    for field in podspec.FIELDS:
+        assert job_env[podspec.ENV_NAMES[field]] == f"${{{{ inputs.{field} }}}}"
+    assert job_env["SPECS_PATH"] == "${{ vars.SPECS_PATH || 'pods' }}"
+    text = [step.get("uses", "") + step.get("run", "") for step in job["steps"]]
+    order = [
+        "actions/checkout@",
+        "actions/setup-python@",
+        "pip install pyyaml==6.0.3",
+        "python -m deployments.podspec validate",
+        "python -m deployments.podspec render --out",
+        "aws-actions/configure-aws-credentials@",
+        "hashicorp/setup-terraform@",
+        "scripts/deploy/terraform.sh init",
+        "scripts/deploy/terraform.sh plan",
+        "scripts/deploy/terraform.sh apply",
+        "scripts/deploy/commit-spec.sh",
+    ]
+    positions = [next(i for i, t in enumerate(text) if marker in t) for marker in order]
+    assert positions == sorted(positions)
+    aws = next(s for s in job["steps"] if s.get("uses", "").startswith("aws-actions/"))
+    assert aws["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
+    assert aws["with"]["aws-region"] == "${{ vars.AWS_REGION }}"
+    assert "aws-access-key-id" not in aws["with"], "use OIDC, not long-lived keys"
+
+
+def test_deploy_scripts_exist_and_are_executable():
+    for name in ("terraform.sh", "commit-spec.sh"):
+        script = REPO_ROOT / "scripts" / "deploy" / name
+        assert script.is_file() and os.access(script, os.X_OK), name
+        assert f"scripts/deploy/{name}" in DEPLOY.read_text()
+
+
+def test_ci_runs_make_test_read_only():
+    workflow = load(CI)
+    assert set(workflow["on"]) == {"push", "pull_request"}
+    assert workflow["permissions"] == {"contents": "read"}
+    assert any(step.get("run", "").strip() == "make test" for step in steps(workflow))
