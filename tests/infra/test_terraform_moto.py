@@ -299,7 +299,9 @@ class TestPodLifecycle:
         names = {acl["Name"] for acl in wafv2.list_web_acls(Scope="REGIONAL")["WebACLs"]}
         assert "acme-prod-web-waf" not in names
         # The rest of the pod is untouched.
-        assert [i["InstanceType"] for i in pod_instances(moto_server.client("ec2"), pod)] == ["t3.large"]
+        assert [i["InstanceType"] for i in pod_instances(moto_server.client("ec2"), pod)] == [
+            pod.instance_type
+        ]
 
     def test_enabling_waf_on_existing_pod_associates_it(self, pods, moto_server):
         pod = pods["plain"]
@@ -337,3 +339,32 @@ def test_module_rejects_a_hostile_spec(tmp_path, terraform_env, moto_server):
     )
     assert result.returncode != 0
     assert "customer must be 1-32 lowercase letters" in result.stderr
+
+
+def test_terraform_is_formatted_and_valid(terraform_bin, terraform_env, tmp_path):
+    fmt = subprocess.run(
+        [terraform_bin, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM_DIR)],
+        env=terraform_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert fmt.returncode == 0, f"terraform fmt would change:\n{fmt.stdout}"
+    tf_dir = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM_DIR, tf_dir, ignore=shutil.ignore_patterns(".terraform*"))
+    init = subprocess.run(
+        [terraform_bin, f"-chdir={tf_dir}", "init", "-backend=false", "-input=false", *plugin_dir_args()],
+        env=terraform_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert init.returncode == 0, init.stderr
+    validate = subprocess.run(
+        [terraform_bin, f"-chdir={tf_dir}", "validate", "-no-color"],
+        env=terraform_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert validate.returncode == 0, validate.stderr
