@@ -192,6 +192,7 @@ def _cached_client(key: tuple, writes: bool) -> github.Github:
     else:
         retry = Retry(
             total=2,
+            read=False,  # a read timeout is not retried: it would multiply the wait
             backoff_factor=0.2,
             allowed_methods=frozenset({"GET", "HEAD"}),
             status_forcelist=(502, 503, 504),
@@ -235,7 +236,9 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _translate(exc: Exception, *, not_found: str, forbidden: str) -> GitHubError:
+def _translate(
+    exc: Exception, *, not_found: str, forbidden: str, not_found_title: str = "Not Found"
+) -> GitHubError:
     """Turn a PyGithub or transport failure into the portal's error, with an actionable message."""
     if isinstance(exc, requests.exceptions.Timeout):
         return GitHubUnavailableError(
@@ -275,7 +278,7 @@ def _translate(exc: Exception, *, not_found: str, forbidden: str) -> GitHubError
     if exc.status == 403:
         return GitHubPermissionError(forbidden)
     if exc.status == 404:
-        return GitHubNotFoundError(not_found)
+        return GitHubNotFoundError(not_found, title=not_found_title)
     if exc.status == 422:
         return GitHubValidationError(f"Workflow rejected inputs: {message or 'Unknown error'}")
     if exc.status >= 500:
@@ -286,7 +289,11 @@ def _translate(exc: Exception, *, not_found: str, forbidden: str) -> GitHubError
 
 
 def _call(
-    fn: Callable[[], Any], *, not_found: str = "Not found on GitHub.", forbidden: str | None = None
+    fn: Callable[[], Any],
+    *,
+    not_found: str = "Not found on GitHub.",
+    forbidden: str | None = None,
+    not_found_title: str = "Not Found",
 ) -> Any:
     try:
         return fn()
@@ -295,6 +302,7 @@ def _call(
         raise _translate(
             exc,
             not_found=not_found,
+            not_found_title=not_found_title,
             forbidden=forbidden
             or f"The portal's GitHub credentials cannot read {settings.GH_REPO}. "
             "A classic token needs the 'repo' scope; a fine-grained token or app needs Contents: read.",
@@ -367,6 +375,7 @@ _run_details_unsupported: set[str] = set()
 
 def _dispatch_errors() -> dict[str, str]:
     return {
+        "not_found_title": "Workflow Not Found",
         "not_found": f"Workflow '{settings.DEPLOY_WORKFLOW}' or branch '{settings.DEPLOY_REF}' not found in "
         f"{settings.GH_REPO}. Check that .github/workflows/{settings.DEPLOY_WORKFLOW} exists on "
         f"'{settings.DEPLOY_REF}' and that DEPLOY_WORKFLOW and DEPLOY_REF are right.",

@@ -7,6 +7,26 @@ from deployments import github
 pytest_plugins = ["fakegithub.pytest_plugin"]
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """SQLite tests use a file, not shared-cache memory, whose table locks ignore the busy
+    timeout: concurrent-request tests then see real locking, as under gunicorn."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(autouse=True)
+def _unhashed_static_files(settings):
+    # Production serves collected, hashed files; tests render templates without collectstatic.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def gh(fakegithub, settings, db):
     """The GitHub emulator, with the portal pointed at it and no cached GitHub state."""

@@ -1,0 +1,418 @@
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+
+from deployments import github, podspec, services
+from deployments.models import DeploymentRequest
+
+EDIT_ACME_PROD = {
+    "customer": "acme",
+    "environment": "prod",
+    "instance_name": "acme-prod-web",
+    "instance_type": "t3.large",
+    "waf_enabled": "on",
+    "mode": "edit",
+}
+NEW_POD = {
+    "customer": "hooli",
+    "environment": "prod",
+    "instance_name": "hooli-prod-web",
+    "instance_type": "t3.small",
+    "mode": "new",
+}
+
+
+def form(values: dict, **overrides) -> dict:
+    return {**values, "idempotency_key": str(uuid.uuid4()), **overrides}
+
+
+def dispatches(gh) -> list:
+    return [r for r in gh.requests if r.method == "POST" and r.path.endswith("/dispatches")]
+
+
+def test_edit_page_is_prefilled_from_spec(gh, viewer_client):
+    page = viewer_client.get("/pods/acme/prod/edit/").content.decode()
+    assert 'value="acme-prod-web"' in page
+    assert '<option value="t3.medium" selected>' in page
+    assert 'name="waf_enabled" id="id_waf_enabled" checked' in page
+    assert 'name="idempotency_key"' in page
+
+
+def test_edit_page_of_unknown_pod_is_404(gh, viewer_client):
+    response = viewer_client.get("/pods/nobody/prod/edit/")
+    assert response.status_code == 404
+    assert "Pod nobody/prod does not exist." in response.content.decode()
+
+
+def test_preview_shows_exact_inputs_and_diff(gh, deployer_client):
+    data = form(EDIT_ACME_PROD)
+    response = deployer_client.post("/deploy/preview/", data)
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert '<span class="del">-instance_type: t3.medium</span>' in page
+    assert '<span class="add">+instance_type: t3.large</span>' in page
+    assert f"<dt>request_id</dt><dd><code>{data['idempotency_key']}</code></dd>" in page
+    assert "<dt>waf_enabled</dt><dd><code>true</code></dd>" in page
+    assert ">Deploy</button>" in page
+    assert dispatches(gh) == []
+
+
+def test_preview_without_changes_offers_no_deploy(gh, deployer_client):
+    page = deployer_client.post(
+        "/deploy/preview/", form(EDIT_ACME_PROD, instance_type="t3.medium")
+    ).content.decode()
+    assert "No changes" in page
+    assert ">Deploy</button>" not in page
+
+
+def test_preview_of_new_pod_adds_whole_file(gh, deployer_client):
+    page = deployer_client.post("/deploy/preview/", form(NEW_POD)).content.decode()
+    assert "--- /dev/null" in page
+    assert '<span class="add">+customer: hooli</span>' in page
+    assert '<span class="add">+waf_enabled: false</span>' in page
+
+
+def test_deploy_of_edit_dispatches_exact_inputs_and_redirects_to_run(gh, deployer_client, deployer):
+    data = form(EDIT_ACME_PROD)
+    response = deployer_client.post("/deploy/", data)
+    request = DeploymentRequest.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/requests/{request.pk}/"
+    [sent] = dispatches(gh)
+    assert sent.json == {
+        "ref": "main",
+        "inputs": {
+            "customer": "acme",
+            "environment": "prod",
+            "instance_name": "acme-prod-web",
+            "instance_type": "t3.large",
+            "waf_enabled": "true",
+            "request_id": data["idempotency_key"],
+        },
+        "return_run_details": True,
+    }
+    [run] = gh.runs
+    assert request.status == "dispatched"
+    assert request.run_id == run["id"]
+    assert request.run_url == run["html_url"]
+    assert request.requested_by == deployer
+    assert request.inputs == sent.json["inputs"]
+    assert "instance_type: t3.medium" in request.spec_before
+    page = deployer_client.get(response["Location"]).content.decode()
+    assert "Deployment started" in page
+    assert f'href="{run["html_url"]}"' in page
+
+
+def test_deploy_happy_path_makes_one_github_request_after_preview(gh, deployer_client):
+    data = form(EDIT_ACME_PROD)
+    deployer_client.post("/deploy/preview/", data)
+    gh.clear_requests()
+    deployer_client.post("/deploy/", data)
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in gh.requests] == [("POST", "dispatches")]
+
+
+def test_deploy_of_new_pod(gh, deployer_client):
+    response = deployer_client.post("/deploy/", form(NEW_POD))
+    assert response.status_code == 302
+    request = DeploymentRequest.objects.get()
+    assert (request.mode, request.spec_before, request.pod) == ("new", "", "hooli/prod")
+    assert dispatches(gh)[0].json["inputs"]["waf_enabled"] == "false"
+
+
+def test_new_pod_that_exists_is_409_listing_pods(gh, deployer_client):
+    response = deployer_client.post("/deploy/", form(NEW_POD, customer="acme", environment="prod"))
+    assert response.status_code == 409
+    page = response.content.decode()
+    assert "Pod Already Exists" in page
+    assert "Pod acme/prod already exists." in page
+    assert 'href="/pods/globex/prod/edit/"' in page
+    assert dispatches(gh) == []
+    assert not DeploymentRequest.objects.exists()
+
+
+def test_edit_of_missing_pod_is_404(gh, deployer_client):
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD, customer="nobody"))
+    assert response.status_code == 404
+    assert dispatches(gh) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("customer", "../etc"),
+        ("customer", "a/b"),
+        ("customer", "ACME"),
+        ("environment", "ｐrod"),
+        ("instance_name", "x" * 10_000),
+        ("instance_name", "x\ninstance_type: p5.48xlarge"),
+        ("instance_type", "p5.48xlarge"),
+        ("instance_type", ""),
+    ],
+)
+def test_hostile_input_is_400_with_field_error_and_no_dispatch(gh, deployer_client, field, value):
+    response = deployer_client.post("/deploy/", form(NEW_POD, **{field: value}))
+    assert response.status_code == 400
+    assert response.context["form"].errors[field]
+    assert f'id="id_{field}-errors"' in response.content.decode()
+    assert dispatches(gh) == []
+    assert not DeploymentRequest.objects.exists()
+
+
+def test_validation_error_re_renders_form_with_values(gh, deployer_client):
+    response = deployer_client.post("/deploy/preview/", form(NEW_POD, instance_name="Bad_Name"))
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "instance_name must be 3-63 lowercase letters" in page
+    assert 'value="hooli"' in page
+
+
+def test_user_without_deploy_permission_gets_403_and_no_row(gh, viewer_client):
+    response = viewer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert response.status_code == 403
+    assert "Deployers group" in response.content.decode()
+    assert not DeploymentRequest.objects.exists()
+    assert dispatches(gh) == []
+
+
+def test_same_idempotency_key_twice_dispatches_once(gh, deployer_client):
+    data = form(EDIT_ACME_PROD)
+    first = deployer_client.post("/deploy/", data)
+    second = deployer_client.post("/deploy/", data)
+    assert first["Location"] == second["Location"]
+    assert DeploymentRequest.objects.count() == 1
+    assert len(dispatches(gh)) == 1
+
+
+def test_second_request_for_busy_pod_is_409_naming_the_holder(gh, deployer_client, deployer):
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    holder = DeploymentRequest.objects.get()
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD, instance_type="t3.xlarge"))
+    page = response.content.decode()
+    assert response.status_code == 409
+    assert "Deployment in progress" in page
+    assert f'href="/requests/{holder.pk}/"' in page
+    assert deployer.username in page
+    assert len(dispatches(gh)) == 1
+
+
+# --- GitHub failures: the seed's pages, recorded on the request -------------------------------------
+
+
+def assert_failure_recorded(error_type: str, text: str):
+    request = DeploymentRequest.objects.get()
+    assert request.status == "dispatch_failed"
+    assert request.error_type == error_type
+    assert text in request.error_message
+    assert not request.is_active
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "title", "error_type", "message"),
+    [
+        ({"status": 403, "body": {"message": "Resource not accessible by integration"}}, 403,
+         "Permission Denied", "forbidden", "Update GH_TOKEN"),
+        ({"status": 404, "body": {"message": "Not Found"}}, 404,
+         "Workflow Not Found", "not_found", "deploy-pod.yml"),
+        ({"status": 422, "body": {"message": 'Unexpected inputs provided: ["x"]'}}, 422,
+         "Invalid Workflow Inputs", "validation", "Unexpected inputs provided"),
+        ({"status": 502}, 503, "GitHub API Error", "api_error", "Try again in a minute"),
+        ({"status": 418, "body": {"message": "I'm a teapot"}}, 500,
+         "Deployment Failed", "server_error", "418"),
+    ],
+)  # fmt: skip
+def test_dispatch_failure_shows_the_right_page_and_is_recorded(
+    gh, deployer_client, fault, status, title, error_type, message
+):
+    gh.add_fault("POST", r"/dispatches$", **fault)
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
+    assert response.status_code == status
+    assert title.replace("'", "&#x27;") in page
+    assert message in page
+    assert "Traceback" not in page
+    assert_failure_recorded(error_type, message)
+    assert f"/requests/{DeploymentRequest.objects.get().pk}/" in page
+
+
+def test_missing_workflow_is_404_workflow_not_found(gh, deployer_client):
+    gh.workflow_state = None
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert response.status_code == 404
+    assert "Workflow Not Found" in response.content.decode()
+    assert_failure_recorded("not_found", "deploy-pod.yml")
+
+
+def create_request(user) -> DeploymentRequest:
+    request, _ = services.deployment_request_create(
+        user=user,
+        spec=podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.large", True),
+        mode="edit",
+        spec_before=None,
+        idempotency_key=uuid.uuid4(),
+    )
+    return request
+
+
+def test_missing_ref_is_reported_with_github_message(gh, deployer, settings):
+    request = create_request(deployer)
+    settings.DEPLOY_REF = "nope"
+    with pytest.raises(github.GitHubValidationError) as exc:
+        services.deployment_request_dispatch(request=request)
+    assert exc.value.http_status == 422
+    assert exc.value.message == "Workflow rejected inputs: No ref found for: nope"
+    assert_failure_recorded("validation", "No ref found for: nope")
+
+
+def test_rate_limited_dispatch_is_503_with_quota(gh, deployer_client):
+    gh.add_fault(
+        "POST",
+        r"/dispatches$",
+        status=403,
+        body={
+            "message": "You have exceeded a secondary rate limit. "
+            "Please wait a few minutes before you try again."
+        },
+        headers={"retry-after": "60", "x-ratelimit-remaining": "4000", "x-ratelimit-limit": "5000"},
+    )
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
+    assert response.status_code == 503
+    assert "GitHub Rate Limit Reached" in page
+    assert "4000 of 5000 requests left" in page
+    assert_failure_recorded("service_unavailable", "rate limit")
+
+
+def test_dispatch_timeout_is_503_and_not_retried(gh, deployer_client, settings):
+    settings.GITHUB_TIMEOUT = 1
+    gh.add_fault("POST", r"/dispatches$", status=None, delay=2.5)
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert response.status_code == 503
+    assert "did not answer within 1 s" in response.content.decode()
+    assert len(dispatches(gh)) == 1
+    assert_failure_recorded("service_unavailable", "did not answer")
+
+
+def test_dropped_connection_dispatch_is_sent_once(gh, deployer_client):
+    gh.add_fault("POST", r"/dispatches$", drop=True)
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert response.status_code == 503
+    assert "Could not reach GitHub" in response.content.decode()
+    assert len(dispatches(gh)) == 1
+    assert_failure_recorded("service_unavailable", "Could not reach GitHub")
+
+
+def test_unreachable_github_dispatch_is_503_and_request_kept(gh, deployer, settings):
+    request = create_request(deployer)
+    settings.GITHUB_API_URL = "http://127.0.0.1:9"
+    with pytest.raises(github.GitHubUnavailableError) as exc:
+        services.deployment_request_dispatch(request=request)
+    assert exc.value.http_status == 503
+    assert_failure_recorded("service_unavailable", "Could not reach GitHub")
+
+
+def test_failed_dispatch_releases_the_pod(gh, deployer_client):
+    gh.add_fault("POST", r"/dispatches$", status=502, times=1)
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert response.status_code == 302
+    assert list(DeploymentRequest.objects.values_list("status", flat=True)) == [
+        "dispatched",
+        "dispatch_failed",
+    ]
+
+
+# --- GHES: no return_run_details --------------------------------------------------------------------
+
+
+def test_ghes_fallback_finds_our_run_among_others(gh, deployer_client):
+    gh.ghes = True
+    for customer in ("globex", "initech"):  # other requests' runs, dispatched before ours
+        deployer_client.post("/deploy/", form(EDIT_ACME_PROD, customer=customer, environment="prod",
+                                              instance_name=f"{customer}-web"))  # fmt: skip
+    data = form(EDIT_ACME_PROD)
+    response = deployer_client.post("/deploy/", data)
+    request = DeploymentRequest.objects.get(idempotency_key=data["idempotency_key"])
+    ours = next(run for run in gh.runs if run["inputs"]["request_id"] == data["idempotency_key"])
+    assert response.status_code == 302
+    assert request.run_id == ours["id"]
+    assert request.run_url == ours["html_url"]
+    assert f"[{data['idempotency_key']}]" in ours["display_title"]
+    assert len(gh.runs) == 3
+
+
+def test_ghes_run_that_never_appears_leaves_fallback_link(gh, deployer_client, monkeypatch):
+    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.3)
+    gh.ghes = True
+    gh.run_visible_after = 30
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    assert (request.status, request.run_id, request.run_url) == ("dispatched", None, "")
+    page = deployer_client.get(response["Location"]).content.decode()
+    assert 'id="actions-link" href="http://127.0.0.1' in page
+    assert "/demo/pods/actions/workflows/deploy-pod.yml" in page
+
+
+# --- Concurrency ---------------------------------------------------------------------------------------
+
+
+def post_concurrently(client_factory, payloads: list[dict]) -> list:
+    """POST every payload to /deploy/ at the same moment, one thread (and DB connection) each."""
+    clients = [client_factory() for _ in payloads]
+    results: list = [None] * len(payloads)
+    barrier = threading.Barrier(len(payloads), timeout=30)
+
+    def worker(i):
+        barrier.wait()
+        try:
+            results[i] = clients[i].post("/deploy/", payloads[i])
+        except Exception as exc:  # reported by the caller's assertions
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(payloads))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.fixture
+def many_pods(gh):
+    for i in range(50):
+        spec = podspec.PodSpec(f"c{i}", "prod", f"c{i}-web", "t3.small", False)
+        gh.put_file(f"pods/c{i}/prod/spec.yml", podspec.render(spec))
+    return gh
+
+
+def make_client(user):
+    from django.test import Client
+
+    def factory():
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return factory
+
+
+@pytest.mark.django_db(transaction=True)
+def test_20_concurrent_deploys_each_get_their_own_run(many_pods, deployer):
+    from deployments import inventory
+
+    inventory.list_pods()
+    payloads = [
+        form(EDIT_ACME_PROD, customer=f"c{i}", instance_name=f"c{i}-web", instance_type="t3.medium")
+        for i in range(20)
+    ]
+    responses = post_concurrently(make_client(deployer), payloads)
+    assert [r.status_code for r in responses] == [302] * 20
+    runs = {run["inputs"]["request_id"]: run for run in many_pods.runs}
+    for payload in payloads:
+        request = DeploymentRequest.objects.get(idempotency_key=payload["idempotency_key"])
+        assert request.run_url == runs[payload["idempotency_key"]]["html_url"]
+        assert request.customer == runs[payload["idempotency_key"]]["inputs"]["customer"]
+    assert len(runs) == 20

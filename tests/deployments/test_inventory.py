@@ -1,0 +1,136 @@
+import time
+
+import pytest
+from django.core.cache import cache
+
+from deployments import inventory
+
+
+def test_pod_list_shows_every_example_pod_with_its_values(gh, viewer_client):
+    response = viewer_client.get("/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "6 pods" in page
+    assert "<td>acme-prod-web</td><td>t3.medium</td><td>on</td>" in page
+    assert "<td>umbrella-dev-web</td><td>t3.micro</td><td>off</td>" in page
+    assert 'href="/pods/globex/staging/edit/"' in page
+    assert 'href="/pods/new/"' in page
+
+
+def test_search_filters_pods(gh, viewer_client):
+    page = viewer_client.get("/", {"q": "globex"}).content.decode()
+    assert "2 pods matching" in page
+    assert "globex-prod-app" in page
+    assert "acme-prod-web" not in page
+
+
+def test_malformed_spec_is_marked_invalid_and_the_rest_still_listed(gh, viewer_client):
+    gh.put_file("pods/broken/prod/spec.yml", "customer: broken\nenvironment: prod\ninstance_type: [oops\n")
+    gh.put_file("pods/gpu/prod/spec.yml", "customer: gpu\nenvironment: prod\ninstance_name: gpu-prod\n"
+                "instance_type: p5.48xlarge\nwaf_enabled: false\n")  # fmt: skip
+    page = viewer_client.get("/").content.decode()
+    assert "8 pods" in page
+    assert page.count("invalid spec") == 2
+    assert "not valid YAML" in page
+    assert "instance_type &#x27;p5.48xlarge&#x27; is not allowed" in page
+    assert "acme-prod-web" in page
+
+
+def test_spec_under_the_wrong_directory_is_marked_invalid(gh, db):
+    gh.put_file("pods/acme/dev/spec.yml", gh.files["pods/acme/prod/spec.yml"])
+    pod = inventory.get_pod("acme", "dev")
+    assert pod.spec is None
+    assert pod.error == "spec says acme/prod but lives under acme/dev"
+
+
+def test_cold_listing_costs_one_tree_call_and_one_call_per_blob(gh, db):
+    gh.clear_requests()
+    pods = inventory.list_pods()
+    assert len(pods) == 6
+    assert gh.count("GET", r"/git/trees/") == 1
+    assert gh.count("GET", r"/git/blobs/") == 6
+    assert gh.count() == 7
+
+
+def test_warm_listing_of_unchanged_repo_is_one_free_304(gh, db):
+    inventory.list_pods()
+    remaining = gh.rate_limit["resources"]["core"]["remaining"]
+    gh.clear_requests()
+    pods = inventory.list_pods()
+    assert len(pods) == 6
+    assert [r.status for r in gh.requests] == [304]
+    assert gh.rate_limit["resources"]["core"]["remaining"] == remaining
+
+
+def test_one_changed_spec_costs_the_tree_and_that_one_blob(gh, db):
+    inventory.list_pods()
+    gh.put_file(
+        "pods/acme/prod/spec.yml", gh.files["pods/acme/prod/spec.yml"].replace("t3.medium", "t3.large")
+    )
+    gh.clear_requests()
+    pod = inventory.get_pod("acme", "prod")
+    assert pod.spec.instance_type == "t3.large"
+    assert gh.count() == 2
+    assert gh.count("GET", r"/git/blobs/") == 1
+
+
+def test_blobs_are_shared_through_the_cache_when_the_listing_is_lost(gh, db):
+    inventory.list_pods()
+    cache.delete(inventory._cache_key())
+    gh.clear_requests()
+    inventory.list_pods()
+    assert gh.count("GET", r"/git/blobs/") == 0
+    assert gh.count() == 1
+
+
+def test_a_new_pod_in_the_repo_appears(gh, viewer_client):
+    viewer_client.get("/")
+    gh.put_file("pods/hooli/prod/spec.yml", "customer: hooli\nenvironment: prod\ninstance_name: hooli-web\n"
+                "instance_type: t3.small\nwaf_enabled: true\n")  # fmt: skip
+    page = viewer_client.get("/").content.decode()
+    assert "hooli-web" in page
+    assert "7 pods" in page
+
+
+def test_rate_limited_listing_shows_quota_and_reset_time(gh, viewer_client):
+    reset = int(time.time()) + 600
+    gh.set_rate_limit(remaining=0, reset=reset)
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "GitHub Rate Limit Reached" in page
+    assert "0 of 5000 requests left" in page
+    assert time.strftime("%H:%M:%S", time.gmtime(reset)) in page
+
+
+def test_unreachable_github_is_503_with_a_retry_hint(gh, viewer_client, settings):
+    settings.GITHUB_API_URL = "http://127.0.0.1:9"  # nothing listens on the discard port
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert "Could not reach GitHub" in page
+    assert "Try again in a minute" in page
+    assert "Traceback" not in page
+
+
+def test_bad_token_is_explained(gh, viewer_client, settings):
+    settings.GH_TOKEN = "wrong-token"
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    assert "GitHub rejected the portal&#x27;s credentials" in response.content.decode()
+
+
+def test_github_timeout_is_503(gh, viewer_client, settings):
+    settings.GITHUB_TIMEOUT = 1
+    gh.add_fault("GET", r"/git/trees/", status=None, delay=3)
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    assert "did not answer within 1 s" in response.content.decode()
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_github_server_error_is_503_api_error(gh, viewer_client, status):
+    gh.add_fault("GET", r"/git/trees/", status=status)
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    assert "GitHub API Error" in response.content.decode()
