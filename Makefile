@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Reinstall whenever a requirements file changes.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench browser test-postgres
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,18 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+# Every test on SQLite (browser tests included), then the database tests again on PostgreSQL.
+test: lint browser
 	$(PY) -m pytest -n 2
+	$(MAKE) --no-print-directory test-postgres
+
+browser:
+	@scripts/ensure_chromium.sh
+
+# A throwaway PostgreSQL server for the tests that touch the database.
+test-postgres: $(STAMP)
+	scripts/test_postgres.sh $(PY) -m pytest -n 2 -p tests.production.database_only \
+		-m "not infra and not e2e" --ignore=tests/infra --ignore=tests/e2e
 
 bench: $(STAMP)
 	$(PY) -m bench
