@@ -11,6 +11,7 @@ dispatch POST goes through a client with no retries at all, so it is never sent 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -136,6 +137,7 @@ class RunState:
     created_at: dt.datetime | None
     run_started_at: dt.datetime | None
     updated_at: dt.datetime | None
+    etag: str | None = None
 
 
 @dataclass
@@ -325,27 +327,16 @@ def get_spec_tree(*, etag: str | None = None) -> SpecTree | None:
     With ``etag`` the call is conditional: an unchanged repository answers 304 (free of rate
     limit) and this returns None.
     """
-    requester = _client(writes=False).requester
-    url = _repo_url(f"/git/trees/{quote(settings.DEPLOY_REF, safe='')}")
-    headers = {"If-None-Match": etag} if etag else {}
-
-    def fetch():
-        status, resp_headers, body = requester.requestJson("GET", url, {"recursive": "1"}, headers)
-        if status == 304:
-            return None
-        data = json.loads(body) if body else {}
-        if status >= 400:
-            raise requester.createException(status, resp_headers, data)
-        return resp_headers, data
-
-    result = _call(
-        fetch,
+    result = _conditional_get(
+        _repo_url(f"/git/trees/{quote(settings.DEPLOY_REF, safe='')}"),
+        {"recursive": "1"},
+        etag=etag,
         not_found=f"Branch '{settings.DEPLOY_REF}' of repository '{settings.GH_REPO}' was not found. "
         "Check GH_REPO and DEPLOY_REF.",
     )
     if result is None:
         return None
-    resp_headers, data = result
+    etag, data = result
     prefix = settings.SPECS_PATH + "/"
     entries = tuple(
         TreeEntry(path=item["path"], sha=item["sha"])
@@ -354,8 +345,26 @@ def get_spec_tree(*, etag: str | None = None) -> SpecTree | None:
         and item["path"].startswith(prefix)
         and item["path"].endswith("/spec.yml")
     )
-    etag = {k.lower(): v for k, v in resp_headers.items()}.get("etag")
     return SpecTree(etag=etag, entries=entries, truncated=bool(data.get("truncated")))
+
+
+def _conditional_get(
+    url: str, params: dict, *, etag: str | None, not_found: str
+) -> tuple[str | None, dict] | None:
+    """GET with If-None-Match: None when unchanged (a 304 spends no rate limit), else (etag, data)."""
+    requester = _client(writes=False).requester
+    headers = {"If-None-Match": etag} if etag else {}
+
+    def fetch():
+        status, resp_headers, body = requester.requestJson("GET", url, params, headers)
+        if status == 304:
+            return None
+        data = json.loads(body) if body else {}
+        if status >= 400:
+            raise requester.createException(status, resp_headers, data)
+        return {k.lower(): v for k, v in resp_headers.items()}.get("etag"), data
+
+    return _call(fetch, not_found=not_found)
 
 
 def get_blob_text(sha: str) -> str:
@@ -448,13 +457,18 @@ def find_run(*, request_id: str, since: dt.datetime) -> RunState | None:
     return None
 
 
-def get_run(run_id: int) -> RunState:
-    requester = _client(writes=False).requester
-    _, data = _call(
-        lambda: requester.requestJsonAndCheck("GET", _repo_url(f"/actions/runs/{int(run_id)}")),
+def get_run(run_id: int, *, etag: str | None = None) -> RunState | None:
+    """One run by id; with ``etag`` a conditional request that returns None when unchanged."""
+    result = _conditional_get(
+        _repo_url(f"/actions/runs/{int(run_id)}"),
+        {},
+        etag=etag,
         not_found=f"Run {run_id} was not found in {settings.GH_REPO}.",
     )
-    return run_state_from_payload(data)
+    if result is None:
+        return None
+    etag, data = result
+    return dataclasses.replace(run_state_from_payload(data), etag=etag)
 
 
 def run_state_from_payload(data: dict) -> RunState:

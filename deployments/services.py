@@ -9,6 +9,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -216,6 +217,15 @@ def deployment_request_release(*, request: DeploymentRequest, user: AbstractBase
     return bool(updated)
 
 
+def _run_cheaply(run_id: int) -> github.RunState:
+    """The run, by a conditional GET against the last answer kept in the cache."""
+    key = f"run:{settings.GITHUB_API_URL}:{settings.GH_REPO}:{run_id}"
+    cached = cache.get(key)
+    run = github.get_run(run_id, etag=cached.etag if cached else None) or cached
+    cache.set(key, run, timeout=24 * 3600)
+    return run
+
+
 def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int]:
     """Bring every active request up to date from GitHub (the webhook's fallback).
 
@@ -232,7 +242,7 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
         counts["checked"] += 1
         try:
             if request.run_id:
-                run = github.get_run(request.run_id)
+                run = _run_cheaply(request.run_id)
             else:
                 run = github.find_run(request_id=request.request_id, since=request.created_at)
         except github.GitHubError as exc:

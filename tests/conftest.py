@@ -1,5 +1,5 @@
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache
 
 from deployments import github
@@ -27,22 +27,44 @@ def _unhashed_static_files(settings):
     }
 
 
-@pytest.fixture
-def gh(fakegithub, settings, db):
-    """The GitHub emulator, with the portal pointed at it and no cached GitHub state."""
+def use_emulator(fakegithub, settings):
+    """Point the portal at the emulator, with no GitHub state cached from another test."""
     settings.GITHUB_API_URL = fakegithub.api_url
     settings.GH_TOKEN = "test-token"
     settings.GH_REPO = "demo/pods"
-    settings.GITHUB_WEBHOOK_SECRET = "test-webhook-secret"
+    settings.GITHUB_WEBHOOK_SECRET = fakegithub.webhook_secret = "test-webhook-secret"
     github._run_details_unsupported.clear()
     cache.clear()
     return fakegithub
 
 
+@pytest.fixture
+def gh(fakegithub, settings, db):
+    """The GitHub emulator, the portal pointed at it."""
+    return use_emulator(fakegithub, settings)
+
+
+@pytest.fixture
+def gh_tx(fakegithub, settings, transactional_db):
+    """The emulator for tests whose threads need committed data (real transactions)."""
+    return use_emulator(fakegithub, settings)
+
+
+def deployers_group() -> Group:
+    """The group the data migration creates; recreated after a transactional test's flush."""
+    group, created = Group.objects.get_or_create(name="Deployers")
+    if created:
+        codenames = ("add_deploymentrequest", "view_deploymentrequest")
+        group.permissions.add(
+            *Permission.objects.filter(content_type__app_label="deployments", codename__in=codenames)
+        )
+    return group
+
+
 def make_user(*, username: str, deployer: bool = False, staff: bool = False, superuser: bool = False) -> User:
     user = User.objects.create_user(username=username, password="pw", is_staff=staff, is_superuser=superuser)
     if deployer:
-        user.groups.add(Group.objects.get(name="Deployers"))
+        user.groups.add(deployers_group())
     return user
 
 

@@ -381,7 +381,8 @@ def post_concurrently(client_factory, payloads: list[dict]) -> list:
 
 
 @pytest.fixture
-def many_pods(gh):
+def many_pods(gh_tx):
+    gh = gh_tx
     for i in range(50):
         spec = podspec.PodSpec(f"c{i}", "prod", f"c{i}-web", "t3.small", False)
         gh.put_file(f"pods/c{i}/prod/spec.yml", podspec.render(spec))
@@ -399,7 +400,6 @@ def make_client(user):
     return factory
 
 
-@pytest.mark.django_db(transaction=True)
 def test_20_concurrent_deploys_each_get_their_own_run(many_pods, deployer):
     from deployments import inventory
 

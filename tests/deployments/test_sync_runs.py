@@ -1,0 +1,113 @@
+import datetime as dt
+import time
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from deployments import github
+from deployments.models import DeploymentRequest
+
+from .test_deploy import EDIT_ACME_PROD, form
+
+
+@pytest.fixture
+def deployed(gh, deployer_client):
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    return DeploymentRequest.objects.get()
+
+
+def sync(capsys) -> str:
+    call_command("sync_runs")
+    return capsys.readouterr().out.strip()
+
+
+def test_sync_follows_a_run_without_webhooks(gh, deployed, capsys):
+    gh.advance_run(deployed.run_id)
+    assert sync(capsys) == "checked 1, updated 1, marked stale 0, errors 0"
+    assert DeploymentRequest.objects.get().status == "in_progress"
+    gh.advance_run(deployed.run_id)
+    sync(capsys)
+    deployed.refresh_from_db()
+    assert (deployed.status, deployed.conclusion) == ("completed", "success")
+    assert sync(capsys) == "checked 0, updated 0, marked stale 0, errors 0"
+
+
+def test_unchanged_run_is_a_free_conditional_request(gh, deployed, capsys):
+    sync(capsys)
+    remaining = gh.rate_limit["resources"]["core"]["remaining"]
+    gh.clear_requests()
+    assert sync(capsys) == "checked 1, updated 0, marked stale 0, errors 0"
+    assert [r.status for r in gh.requests] == [304]
+    assert gh.rate_limit["resources"]["core"]["remaining"] == remaining
+
+
+def test_sync_after_webhook_changes_nothing(gh, client, deployed, capsys):
+    from .test_webhooks import replay
+
+    gh.complete_run(deployed.run_id)
+    for delivery in gh.deliveries:
+        replay(client, delivery)
+    assert sync(capsys) == "checked 0, updated 0, marked stale 0, errors 0"
+    assert DeploymentRequest.objects.get().conclusion == "success"
+
+
+def test_sync_finds_the_run_of_a_request_dispatched_without_one(gh, deployer_client, capsys, monkeypatch):
+    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.1)
+    gh.ghes = True
+    gh.run_visible_after = 0.5
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    assert request.run_id is None
+    time.sleep(0.6)
+    assert sync(capsys) == "checked 1, updated 1, marked stale 0, errors 0"
+    request.refresh_from_db()
+    assert request.run_id == gh.runs[0]["id"]
+    assert request.run_url == gh.runs[0]["html_url"]
+
+
+def test_request_whose_run_never_appeared_is_closed_as_stale(gh, deployer, capsys, settings):
+    settings.RUN_STALE_AFTER_MINUTES = 60
+    request = DeploymentRequest.objects.create(
+        requested_by=deployer,
+        mode="edit",
+        customer="acme",
+        environment="prod",
+        instance_name="acme-prod-web",
+        instance_type="t3.large",
+        waf_enabled=True,
+        spec_after="",
+        inputs={},
+        idempotency_key="6f1c1e9e-0000-4000-8000-000000000001",
+    )
+    DeploymentRequest.objects.filter(pk=request.pk).update(
+        created_at=timezone.now() - dt.timedelta(minutes=61)
+    )
+    assert sync(capsys) == "checked 1, updated 0, marked stale 1, errors 0"
+    request.refresh_from_db()
+    assert (request.status, request.conclusion) == ("completed", "stale")
+    assert request.error_message == "No workflow run appeared within 60 minutes of the request."
+
+
+def test_run_active_beyond_the_timeout_is_stale(gh, deployed, capsys, settings):
+    settings.RUN_STALE_AFTER_MINUTES = 30
+    gh.advance_run(deployed.run_id)
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
+    assert sync(capsys) == "checked 1, updated 1, marked stale 1, errors 0"
+    deployed.refresh_from_db()
+    assert deployed.conclusion == "stale"
+    assert deployed.error_message == "The run stayed in progress for more than 30 minutes."
+
+
+def test_github_error_is_counted_and_request_kept(gh, deployed, capsys):
+    gh.add_fault("GET", r"/actions/runs/", status=500)
+    assert sync(capsys) == "checked 1, updated 0, marked stale 0, errors 1"
+    assert DeploymentRequest.objects.get().status == "dispatched"
+
+
+def test_stale_marking_is_safe_when_another_host_already_completed_it(gh, deployed):
+    from deployments import services
+
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(status="completed", conclusion="success")
+    assert services.deployment_request_mark_stale(request=deployed, reason="late") is False
+    assert DeploymentRequest.objects.get().conclusion == "success"

@@ -1,0 +1,156 @@
+import copy
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from deployments.models import DeploymentRequest, WebhookDelivery
+
+from .test_deploy import EDIT_ACME_PROD, form
+
+SECRET = "test-webhook-secret"
+EXAMPLES = json.loads((Path(__file__).parent.parent / "fixtures/webhooks/workflow_run.json").read_text())
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def post_event(client, payload: dict, *, event="workflow_run", delivery=None, signature=None, body=None):
+    body = body if body is not None else json.dumps(payload).encode()
+    headers = {
+        "HTTP_X_GITHUB_EVENT": event,
+        "HTTP_X_GITHUB_DELIVERY": delivery or str(uuid.uuid4()),
+        "HTTP_X_HUB_SIGNATURE_256": sign(body) if signature is None else signature,
+    }
+    return client.post("/webhooks/github", body, content_type="application/json", **headers)
+
+
+def replay(client, delivery):
+    """Send one of the emulator's deliveries to the portal exactly as GitHub would."""
+    headers = {
+        f"HTTP_{k.upper().replace('-', '_')}": v for k, v in delivery.headers.items() if k != "Content-Type"
+    }
+    return client.post("/webhooks/github", delivery.body, content_type="application/json", **headers)
+
+
+@pytest.fixture
+def deployed(gh, deployer_client):
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    return DeploymentRequest.objects.get()
+
+
+def test_emulator_deliveries_move_the_request_to_success(gh, client, deployed):
+    gh.advance_run(deployed.run_id)
+    gh.advance_run(deployed.run_id)
+    responses = [replay(client, d) for d in gh.deliveries]
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    deployed.refresh_from_db()
+    assert (deployed.status, deployed.conclusion) == ("completed", "success")
+    assert deployed.run_number == gh.run(deployed.run_id)["run_number"]
+    assert deployed.started_at and deployed.completed_at
+
+
+def test_failed_run_is_recorded_as_failure(gh, client, deployed):
+    gh.complete_run(deployed.run_id, conclusion="failure")
+    for delivery in gh.deliveries:
+        replay(client, delivery)
+    deployed.refresh_from_db()
+    assert (deployed.status, deployed.conclusion) == ("completed", "failure")
+
+
+def test_out_of_order_events_never_move_backwards(gh, client, deployed):
+    gh.complete_run(deployed.run_id)
+    for delivery in reversed(gh.deliveries):  # completed first, then in_progress, then requested
+        assert replay(client, delivery).status_code == 200
+    deployed.refresh_from_db()
+    assert (deployed.status, deployed.conclusion) == ("completed", "success")
+
+
+def test_redelivery_is_a_no_op(gh, client, deployed):
+    gh.advance_run(deployed.run_id)
+    in_progress = gh.deliveries[-1]
+    assert replay(client, in_progress).json() == {"message": "Request updated."}
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(status="queued")
+    assert replay(client, in_progress).json() == {"message": "Delivery already processed."}
+    assert DeploymentRequest.objects.get().status == "queued"
+    assert WebhookDelivery.objects.count() == 1
+
+
+def test_run_found_by_request_id_in_title_when_run_id_unknown(gh, client, deployed):
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(run_id=None, run_url="", status="dispatched")
+    gh.advance_run(deployed.run_id)
+    assert replay(client, gh.deliveries[-1]).status_code == 200
+    deployed.refresh_from_db()
+    assert deployed.status == "in_progress"
+    assert deployed.run_url == gh.run(deployed.run_id)["html_url"]
+
+
+@pytest.mark.parametrize("signature", ["", "sha256=" + "0" * 64, sign(b"other body"), "sha1=abc"])
+def test_missing_or_bad_signature_is_401_and_changes_nothing(gh, client, deployed, signature):
+    gh.complete_run(deployed.run_id)
+    payload = gh.deliveries[-1].payload
+    response = post_event(client, payload, signature=signature)
+    assert response.status_code == 401
+    deployed.refresh_from_db()
+    assert deployed.status == "dispatched"
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_signature_with_another_secret_is_401(gh, client, deployed):
+    gh.complete_run(deployed.run_id)
+    body = gh.deliveries[-1].body
+    response = post_event(client, {}, body=body, signature=sign(body, "not-the-secret"))
+    assert response.status_code == 401
+
+
+def test_unconfigured_secret_is_503_with_reason(gh, client, settings):
+    settings.GITHUB_WEBHOOK_SECRET = ""
+    response = post_event(client, EXAMPLES[1])
+    assert response.status_code == 503
+    assert "GITHUB_WEBHOOK_SECRET" in response.json()["message"]
+
+
+def test_oversize_body_is_413(gh, client):
+    body = b"{" + b" " * (1024 * 1024 + 1) + b"}"
+    assert post_event(client, {}, body=body).status_code == 413
+
+
+def test_ping_is_200(gh, client):
+    assert post_event(client, {"zen": "Keep it logically awesome."}, event="ping").status_code == 200
+
+
+def test_unknown_run_is_202_and_changes_nothing(gh, client, deployed):
+    response = post_event(client, EXAMPLES[1])
+    assert response.status_code == 202
+    assert DeploymentRequest.objects.get().status == "dispatched"
+
+
+def test_webhook_needs_no_login_or_csrf(gh, client):
+    client.handler.enforce_csrf_checks = True
+    assert post_event(client, EXAMPLES[1]).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("example", "status", "conclusion"),
+    [(0, "queued", ""), (1, "completed", "success"), (3, "queued", ""), (4, "completed", "action_required")],
+)
+def test_githubs_example_payloads_are_accepted(gh, client, deployed, example, status, conclusion):
+    payload = copy.deepcopy(EXAMPLES[example])
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(run_id=payload["workflow_run"]["id"])
+    response = post_event(client, payload)
+    assert response.status_code == 200
+    deployed.refresh_from_db()
+    assert (deployed.status, deployed.conclusion) == (status, conclusion)
+    assert deployed.run_url == payload["workflow_run"]["html_url"]
+
+
+def test_completion_releases_the_pod_lock(gh, client, deployer_client, deployed):
+    gh.complete_run(deployed.run_id)
+    replay(client, gh.deliveries[-1])
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD, instance_type="t3.xlarge"))
+    assert response.status_code == 302
+    assert DeploymentRequest.objects.count() == 2
