@@ -1,0 +1,217 @@
+"""The system under test: the emulator in-process, the portal under gunicorn, a deployer login."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from deployments import podspec
+from fakegithub import FakeGitHub
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = "demo/pods"
+TOKEN = "bench-token"
+USERNAME = "bench-deployer"
+PASSWORD = "bench-Pass-7193"  # a throwaway user in a throwaway database
+ENVIRONMENTS = ("prod", "staging")
+
+CREATE_DEPLOYER = f"""
+from django.contrib.auth.models import Group, User
+user = User.objects.create_user({USERNAME!r}, password={PASSWORD!r})
+user.groups.add(Group.objects.get(name="Deployers"))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pod_name(index: int) -> tuple[str, str]:
+    """Pod number ``index``: customers of two environments each (c0000/prod, c0000/staging, ...)."""
+    return f"c{index // 2:04d}", ENVIRONMENTS[index % 2]
+
+
+def spec_text(index: int, *, instance_type: str = "t3.medium", waf_enabled: bool = False) -> str:
+    customer, environment = pod_name(index)
+    spec = podspec.PodSpec(customer, environment, f"{customer}-{environment}-web", instance_type, waf_enabled)
+    return podspec.render(spec)
+
+
+class Stack:
+    """Emulator + migrated SQLite database + gunicorn. Use as a context manager."""
+
+    def __init__(self, *, latency: float, workers: int = 2):
+        self.latency = latency
+        self.workers = workers
+        self.tmp = Path(tempfile.mkdtemp(prefix="portal-bench-"))
+        self.db_path = self.tmp / "portal.sqlite3"
+        self.gh = FakeGitHub(repo=REPO, token=TOKEN, latency=latency)
+        self.pods = 0
+        self.port = 0
+        self.gunicorn: subprocess.Popen | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> Stack:
+        try:
+            self.gh.start()
+            self.env = self._portal_env()
+            self.manage("migrate", "--noinput")
+            # DEBUG=false serves static files through whitenoise's manifest: it must exist.
+            self.manage("collectstatic", "--noinput")
+            self.manage("shell", "-c", CREATE_DEPLOYER)
+            self.start_gunicorn()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_gunicorn()
+        self.gh.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _portal_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "GITHUB_", "GH_"))}
+        env.update(
+            DJANGO_DEBUG="false",
+            DJANGO_SECRET_KEY="bench-only-secret-key-not-used-anywhere-else-0123456789",
+            DJANGO_ALLOWED_HOSTS="127.0.0.1",
+            DJANGO_SECURE_SSL_REDIRECT="false",
+            DJANGO_SESSION_COOKIE_SECURE="false",
+            DJANGO_CSRF_COOKIE_SECURE="false",
+            DATABASE_URL=f"sqlite:///{self.db_path}",
+            GH_TOKEN=TOKEN,
+            GH_REPO=REPO,
+            GITHUB_API_URL=self.gh.api_url,
+            LOG_LEVEL="WARNING",
+        )
+        return env
+
+    def manage(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def start_gunicorn(self) -> None:
+        self.port = free_port()
+        log = open(self.tmp / "gunicorn.log", "ab")  # noqa: SIM115 (closed with the process)
+        self.gunicorn = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "portal.wsgi", "-w", str(self.workers)]
+            + ["-b", f"127.0.0.1:{self.port}", "--timeout", "120"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.gunicorn.poll() is not None:
+                raise RuntimeError(f"gunicorn exited; see {self.tmp / 'gunicorn.log'}")
+            try:
+                answer = requests.get(self.url("/health/live"), timeout=1)
+                if answer.status_code == 200 and len(self.worker_pids()) == self.workers:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gunicorn did not answer /health/live within 30 s")
+
+    def stop_gunicorn(self) -> None:
+        if self.gunicorn is None:
+            return
+        self.gunicorn.terminate()
+        try:
+            self.gunicorn.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.gunicorn.kill()
+            self.gunicorn.wait()
+        self.gunicorn = None
+
+    def restart_gunicorn(self) -> None:
+        self.stop_gunicorn()
+        self.start_gunicorn()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def worker_pids(self) -> list[int]:
+        if self.gunicorn is None:
+            return []
+        master = self.gunicorn.pid
+        children = Path(f"/proc/{master}/task/{master}/children")
+        try:
+            return [int(pid) for pid in children.read_text().split()]
+        except OSError:
+            return []
+
+    def worker_memory(self) -> list[dict[str, int]]:
+        """VmHWM (peak RSS) and VmRSS of each worker, in KiB."""
+        found = []
+        for pid in self.worker_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            values = dict(re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", status, re.M))
+            found.append({"pid": pid, "hwm_kib": int(values["VmHWM"]), "rss_kib": int(values["VmRSS"])})
+        return found
+
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.db_path, timeout=20)
+
+    def clear_portal_cache(self, like: str = "%") -> None:
+        with self.db() as conn:
+            conn.execute("DELETE FROM portal_cache WHERE cache_key LIKE ?", (like,))
+
+    def grow_pods(self, total: int) -> None:
+        """Make the repository hold ``total`` pods (pods only ever get added), in one commit."""
+        if total <= self.pods:
+            return
+        staging = self.tmp / "specs"
+        shutil.rmtree(staging, ignore_errors=True)
+        for index in range(self.pods, total):
+            customer, environment = pod_name(index)
+            path = staging / customer / environment / "spec.yml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(spec_text(index))
+        self.gh.load_dir(staging, under="pods")
+        self.pods = total
+
+    def login(self) -> requests.Session:
+        """A deployer's session: GET the login form for the CSRF cookie, POST the credentials."""
+        session = requests.Session()
+        session.get(self.url("/accounts/login/"), timeout=10).raise_for_status()
+        answer = session.post(
+            self.url("/accounts/login/"),
+            data={
+                "username": USERNAME,
+                "password": PASSWORD,
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            },
+            allow_redirects=False,
+            timeout=10,
+        )
+        if answer.status_code != 302 or "sessionid" not in session.cookies:
+            raise RuntimeError(f"login failed: {answer.status_code}")
+        return session
