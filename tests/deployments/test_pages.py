@@ -231,3 +231,31 @@ def test_staff_without_release_permission_cannot_release(gh, history):
     )
     history.refresh_from_db()
     assert history.status == "dispatched"
+
+
+def test_unknown_page_is_a_friendly_404(viewer_client):
+    response = viewer_client.get("/no/such/page/")
+    assert response.status_code == 404
+    assert "There is no page at this address." in response.content.decode()
+
+
+def test_expired_form_is_a_friendly_403_and_deploys_nothing(gh, deployer):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(deployer)
+    response = client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert response.status_code == 403
+    assert "Form Expired" in response.content.decode()
+    assert gh.count("POST") == 0
+
+
+def test_garbled_github_answer_is_a_server_error_page_without_traceback(gh, viewer_client):
+    gh.add_fault("GET", r"/git/trees/", status=200, body=["not", "a", "tree"])
+    viewer_client.raise_request_exception = False
+    response = viewer_client.get("/")
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "Server Error" in page
+    assert "Nothing you submitted was lost" in page
+    assert "Traceback" not in page and "AttributeError" not in page
