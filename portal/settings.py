@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every log line of the request (and the response header) carries its id.
+    "portal.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -121,6 +123,10 @@ if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
 SECURE_REDIRECT_EXEMPT = [r"^health(/live)?$"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+if not SECURE_HSTS_PRELOAD:
+    # Preloading commits the whole domain to HTTPS in browsers: the domain owner's decision, made
+    # with DJANGO_SECURE_HSTS_PRELOAD=true, not a default. Without it `check --deploy` is clean.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 # --- GitHub ------------------------------------------------------------------------------------
 GH_TOKEN = env.str("GH_TOKEN", default="")
@@ -144,11 +150,27 @@ RUN_STALE_AFTER_MINUTES = env.int("RUN_STALE_AFTER_MINUTES", default=120)
 # Set by `make run` when it starts the GitHub emulator: shows the sandbox banner.
 PORTAL_SANDBOX = env.bool("PORTAL_SANDBOX", default=False)
 
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "filters": {"request_context": {"()": "portal.logging.RequestContextFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "portal.logging.PlainFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(user)s] %(message)s",
+        },
+        # One JSON object per line, with request_id, user and any `extra` fields.
+        "json": {"()": "portal.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("LOG_FORMAT", default="plain" if DEBUG else "json"),
+            "filters": ["request_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # PyGithub and urllib3 are chatty below WARNING; their failures reach us as GitHubError.
     "loggers": {"github": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
