@@ -201,8 +201,9 @@ def _cached_client(key: tuple, writes: bool) -> github.Github:
             respect_retry_after_header=False,  # never sleep on a rate limit inside a page view
             raise_on_status=False,
         )
-    return github.Github(
-        auth=_auth(),
+    auth = _auth()
+    client = github.Github(
+        auth=auth,
         base_url=settings.GITHUB_API_URL,
         timeout=settings.GITHUB_TIMEOUT,
         retry=retry,
@@ -211,6 +212,23 @@ def _cached_client(key: tuple, writes: bool) -> github.Github:
         seconds_between_writes=None,
         lazy=True,
     )
+    if isinstance(auth, Auth.AppInstallationAuth):
+        _fetch_installation_token(auth)
+    return client
+
+
+def _fetch_installation_token(auth: Auth.AppInstallationAuth) -> None:
+    """Exchange the app's JWT for an installation token now, so a wrong app id, installation or
+    key is reported as such instead of as whatever the first API call happened to be."""
+    try:
+        auth.token  # noqa: B018 - the property performs the exchange
+    except Exception as exc:
+        logger.warning("GitHub App token exchange failed: %s", _describe(exc))
+        raise GitHubAuthError(
+            f"The GitHub App (id {settings.GITHUB_APP_ID}) could not get a token for installation "
+            f"{settings.GITHUB_APP_INSTALLATION_ID} ({_describe(exc)}). Check GITHUB_APP_ID, "
+            "GITHUB_APP_INSTALLATION_ID and the private key."
+        ) from None
 
 
 def _repo_url(suffix: str = "") -> str:
@@ -273,6 +291,7 @@ def _translate(
             reset_at=reset_at,
         )
     if exc.status == 401:
+        _cached_client.cache_clear()  # a revoked or rotated token: build a fresh client next time
         return GitHubAuthError(
             "GitHub rejected the portal's credentials (401 Bad credentials). "
             "Update GH_TOKEN, or the GitHub App settings, and restart the portal."

@@ -38,6 +38,11 @@ class PodLocked(Exception):
         self.holder = holder
 
 
+def _log_fields(request: DeploymentRequest, **more) -> dict:
+    """Structured fields for the JSON log line of an event on ``request``."""
+    return {"extra": {"deployment_request": request.pk, "pod": request.pod, **more}}
+
+
 def active_request_for_pod(*, customer: str, environment: str) -> DeploymentRequest | None:
     return (
         DeploymentRequest.objects.filter(
@@ -88,7 +93,9 @@ def deployment_request_create(
         raise PodLocked(
             active_request_for_pod(customer=spec.customer, environment=spec.environment)
         ) from None
-    logger.info("deployment request %s created for %s by %s", request.pk, request.pod, user)
+    logger.info(
+        "deployment request %s created for %s by %s", request.pk, request.pod, user, **_log_fields(request)
+    )
     return request, True
 
 
@@ -119,6 +126,7 @@ def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequ
         request.pk,
         result.run_id,
         result.correlated_by or "unknown",
+        **_log_fields(request, run_id=result.run_id, outcome="dispatched"),
     )
     return request
 
@@ -129,7 +137,13 @@ def _record_failure(request: DeploymentRequest, error_type: str, message: str) -
     request.error_message = message
     request.completed_at = timezone.now()
     request.save(update_fields=["status", "error_type", "error_message", "completed_at", "updated_at"])
-    logger.warning("deployment request %s: dispatch failed (%s): %s", request.pk, error_type, message)
+    logger.warning(
+        "deployment request %s: dispatch failed (%s): %s",
+        request.pk,
+        error_type,
+        message,
+        **_log_fields(request, outcome="dispatch_failed", error_type=error_type),
+    )
 
 
 def request_for_run(run: github.RunState) -> DeploymentRequest | None:
@@ -179,7 +193,13 @@ def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunS
         if not changed:
             return False
         request.save(update_fields=[*changed, "updated_at"])
-    logger.info("deployment request %s: run %s is %s", request.pk, run.run_id, request.outcome)
+    logger.info(
+        "deployment request %s: run %s is %s",
+        request.pk,
+        run.run_id,
+        request.outcome,
+        **_log_fields(request, run_id=run.run_id, outcome=request.outcome),
+    )
     return True
 
 

@@ -113,7 +113,9 @@ def deploy_preview(request):
         "spec": spec,
         "inputs": spec.workflow_inputs() | {"request_id": str(form.cleaned_data["idempotency_key"])},
         "diff": podspec.diff(
-            form.spec_before, podspec.render(spec), path=form.pod.path if form.pod else "spec.yml"
+            form.spec_before,
+            podspec.render(spec),
+            path=podspec.spec_path(settings.SPECS_PATH, spec.customer, spec.environment),
         ),
         "unchanged": form.is_unchanged,
         "can_deploy": request.user.has_perm(DEPLOY_PERMISSION),
@@ -203,7 +205,11 @@ def request_detail(request, pk: int):
     deployment = get_object_or_404(DeploymentRequest.objects.select_related("requested_by"), pk=pk)
     context = {
         "deployment": deployment,
-        "diff": podspec.diff(deployment.spec_before or None, deployment.spec_after),
+        "diff": podspec.diff(
+            deployment.spec_before or None,
+            deployment.spec_after,
+            path=podspec.spec_path(settings.SPECS_PATH, deployment.customer, deployment.environment),
+        ),
         "actions_url": github.actions_url(),
     }
     return render(request, "deployments/request_detail.html", context)

@@ -8,9 +8,10 @@ pytest_plugins = ["fakegithub.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory):
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
     """SQLite tests use a file, not shared-cache memory, whose table locks ignore the busy
-    timeout: concurrent-request tests then see real locking, as under gunicorn."""
+    timeout: concurrent-request tests then see real locking, as under gunicorn. Other engines
+    keep pytest-django's per-worker database name suffix."""
     from django.conf import settings
 
     database = settings.DATABASES["default"]

@@ -1,4 +1,8 @@
+import datetime as dt
+
 from django import template
+from django.utils import timezone
+from django.utils.timesince import timesince
 
 register = template.Library()
 
@@ -25,3 +29,11 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
 @register.filter
 def get_item(mapping: dict, key: str):
     return mapping.get(key)
+
+
+@register.filter
+def ago(value: dt.datetime) -> str:
+    """'just now' for the last minute, else '3 minutes ago'."""
+    if timezone.now() - value < dt.timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(value)} ago"

@@ -69,7 +69,8 @@ def test_preview_without_changes_offers_no_deploy(gh, deployer_client):
 
 def test_preview_of_new_pod_adds_whole_file(gh, deployer_client):
     page = deployer_client.post("/deploy/preview/", form(NEW_POD)).content.decode()
-    assert "--- /dev/null" in page
+    assert '<span class="hunk">--- /dev/null</span>' in page
+    assert '<span class="hunk">+++ b/pods/hooli/prod/spec.yml</span>' in page
     assert '<span class="add">+customer: hooli</span>' in page
     assert '<span class="add">+waf_enabled: false</span>' in page
 

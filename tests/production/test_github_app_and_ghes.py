@@ -71,16 +71,13 @@ def test_health_reports_app_auth(app_gh, client):
     assert response.json()["auth"] == "app"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="github.py translates the failed token exchange (404) as 'Branch main not found'; "
-    "it should say the GitHub App installation was not found",
-)
 def test_app_with_wrong_installation_is_explained(app_gh, viewer_client, settings):
     settings.GITHUB_APP_INSTALLATION_ID = "999"
     response = viewer_client.get("/")
     assert response.status_code == 503
-    assert "installation" in response.content.decode()
+    page = response.content.decode()
+    assert "could not get a token for installation 999" in page
+    assert "Branch" not in page
 
 
 # --- GitHub Enterprise Server ---------------------------------------------------------------------
