@@ -3,12 +3,14 @@
 One git-tree call lists every spec blob with its SHA. Blobs are content-addressed, so their
 text is cached by SHA forever in Django's cache (shared by all workers), and only blobs not
 seen before are fetched. The tree call carries the last ETag: an unchanged repository answers
-304, which costs no rate limit, and the parsed inventory is served from the cache.
+304, which costs no rate limit, and the parsed inventory is served from the cache; for a few
+seconds after a check (INVENTORY_FRESH_SECONDS) the listing is served without asking at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,38 +42,81 @@ class Pod:
         return self.spec is not None
 
 
+class Listing:
+    """The parsed pods of one tree version, indexed for lookups."""
+
+    def __init__(self, pods: list[Pod]):
+        self.pods = pods
+        self.by_key = {pod.key: pod for pod in pods}
+
+
+# Per process: the listing of the last tree version seen, so a page view does not unpickle
+# a thousand pods from the shared cache when nothing changed.
+_memo: dict[str, Listing] = {}
+
+
 def _cache_key() -> str:
     config = "|".join(
         [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
         + sorted(settings.ALLOWED_INSTANCE_TYPES)
     )
-    return "inventory:v1:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+    return "inventory:v2:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+
+
+def _pods_key(base: str, etag: str | None) -> str:
+    return f"{base}:pods:" + hashlib.sha256((etag or "").encode()).hexdigest()[:32]
+
+
+def _listing(base: str, etag: str | None) -> Listing | None:
+    key = _pods_key(base, etag)
+    listing = _memo.get(key)
+    if listing is None:
+        pods = cache.get(key)
+        if pods is None:
+            return None
+        _memo.clear()
+        listing = _memo[key] = Listing(pods)
+    return listing
+
+
+def _load(*, revalidate: bool) -> Listing:
+    """The current listing: from the cache while fresh, else revalidated with one conditional call.
+
+    Within INVENTORY_FRESH_SECONDS of the last check the cached listing is trusted without asking
+    GitHub; ``revalidate=False`` trusts it at any age (the deploy step, right after a preview,
+    so that the dispatch is its only GitHub request).
+    """
+    base = _cache_key()
+    meta = cache.get(f"{base}:meta")  # {"etag": ..., "checked_at": ...}
+    listing = _listing(base, meta["etag"]) if meta else None
+    if listing and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS):
+        return listing
+    tree = github.get_spec_tree(etag=meta["etag"] if listing else None)
+    if tree is None:  # 304: nothing changed since the cached listing
+        cache.set(f"{base}:meta", {"etag": meta["etag"], "checked_at": time.time()}, timeout=None)
+        return listing
+    previous = {(pod.path, pod.sha): pod for pod in listing.pods} if listing else {}
+    pods = _build(tree.entries, previous)
+    cache.set(_pods_key(base, tree.etag), pods, timeout=7 * 24 * 3600)
+    cache.set(f"{base}:meta", {"etag": tree.etag, "checked_at": time.time()}, timeout=None)
+    return _listing(base, tree.etag) or Listing(pods)
 
 
 def list_pods(*, revalidate: bool = True) -> list[Pod]:
-    """Every pod, sorted by customer then environment.
-
-    ``revalidate=False`` trusts the last listing when there is one (no GitHub call at all);
-    the deploy step uses it so that the dispatch is its only GitHub request.
-    """
-    key = _cache_key()
-    cached = cache.get(key)
-    if cached and not revalidate:
-        return cached["pods"]
-    tree = github.get_spec_tree(etag=cached["etag"] if cached else None)
-    if tree is None:  # 304: nothing changed since the cached listing
-        return cached["pods"]
-    previous = {(pod.path, pod.sha): pod for pod in cached["pods"]} if cached else {}
-    pods = _build(tree.entries, previous)
-    cache.set(key, {"etag": tree.etag, "pods": pods}, timeout=None)
-    return pods
+    """Every pod, sorted by customer then environment."""
+    return _load(revalidate=revalidate).pods
 
 
 def get_pod(customer: str, environment: str, *, revalidate: bool = True) -> Pod | None:
-    for pod in list_pods(revalidate=revalidate):
-        if pod.customer == customer and pod.environment == environment:
-            return pod
-    return None
+    return _load(revalidate=revalidate).by_key.get(f"{customer}/{environment}")
+
+
+def expire() -> None:
+    """Make the next listing ask GitHub (a deployment just committed a new spec)."""
+    base = _cache_key()
+    meta = cache.get(f"{base}:meta")
+    if meta:
+        cache.set(f"{base}:meta", {**meta, "checked_at": 0.0}, timeout=None)
 
 
 def _build(entries: tuple[github.TreeEntry, ...], previous: dict[tuple[str, str], Pod]) -> list[Pod]:

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import github, podspec
+from . import github, inventory, podspec
 from .models import DeploymentRequest
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunS
                 request.started_at = run.run_started_at or run.updated_at or timezone.now()
                 changed.append("started_at")
             if new_status == Status.COMPLETED:
+                transaction.on_commit(inventory.expire)  # the run committed a new spec.yml
                 request.conclusion = run.conclusion or "unknown"
                 request.completed_at = run.updated_at or timezone.now()
                 changed += ["conclusion", "completed_at"]

@@ -12,6 +12,8 @@ from .forms import DeploymentForm
 from .models import DeploymentRequest
 
 DEPLOY_PERMISSION = "deployments.add_deploymentrequest"
+# Rendering is the cost of the pods page; a page of rows keeps it small at any number of pods.
+PODS_PER_PAGE = 100
 
 
 def portal_context(request: HttpRequest) -> dict:
@@ -45,9 +47,9 @@ def pod_list(request):
     query = request.GET.get("q", "").strip().lower()
     if query:
         pods = [p for p in pods if query in f"{p.key} {p.spec.instance_name if p.spec else ''}".lower()]
-    return render(
-        request, "deployments/pod_list.html", {"pods": pods, "query": query, "activity": _pod_activity()}
-    )
+    page = Paginator(pods, PODS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"page": page, "pods": pods, "query": query, "activity": _pod_activity()}
+    return render(request, "deployments/pod_list.html", context)
 
 
 def _pod_activity() -> dict[str, dict]:

@@ -143,6 +143,8 @@ SPECS_PATH = env.str("SPECS_PATH", default="pods").strip("/")
 DEPLOY_WORKFLOW = env.str("DEPLOY_WORKFLOW", default="deploy-pod.yml")
 DEPLOY_REF = env.str("DEPLOY_REF", default="main")
 ALLOWED_INSTANCE_TYPES = env.list("ALLOWED_INSTANCE_TYPES", default=list(DEFAULT_INSTANCE_TYPES))
+# How long a checked pod listing is served without asking GitHub again (0: ask on every view).
+INVENTORY_FRESH_SECONDS = env.int("INVENTORY_FRESH_SECONDS", default=5)
 # How long /health keeps a GitHub probe, so a monitoring storm costs one probe per period.
 HEALTH_CACHE_SECONDS = env.int("HEALTH_CACHE_SECONDS", default=30)
 # A request still active after this long is closed as "stale" by sync_runs.

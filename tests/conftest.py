@@ -2,7 +2,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache
 
-from deployments import github
+from deployments import github, inventory
 
 pytest_plugins = ["fakegithub.pytest_plugin"]
 
@@ -34,7 +34,9 @@ def use_emulator(fakegithub, settings):
     settings.GH_TOKEN = "test-token"
     settings.GH_REPO = "demo/pods"
     settings.GITHUB_WEBHOOK_SECRET = fakegithub.webhook_secret = "test-webhook-secret"
+    settings.INVENTORY_FRESH_SECONDS = 0  # every listing asks GitHub, so tests see each request
     github._run_details_unsupported.clear()
+    inventory._memo.clear()
     cache.clear()
     return fakegithub
 

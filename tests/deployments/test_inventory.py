@@ -1,9 +1,10 @@
 import time
+import uuid
 
 import pytest
 from django.core.cache import cache
 
-from deployments import inventory
+from deployments import github, inventory, podspec
 
 
 def test_pod_list_shows_every_example_pod_with_its_values(gh, viewer_client):
@@ -22,6 +23,19 @@ def test_search_filters_pods(gh, viewer_client):
     assert "2 pods matching" in page
     assert "globex-prod-app" in page
     assert "acme-prod-web" not in page
+
+
+def test_many_pods_are_shown_a_page_at_a_time(gh, viewer_client):
+    for i in range(150):
+        spec = podspec.PodSpec(f"c{i:03d}", "prod", f"c{i:03d}-web", "t3.small", False)
+        gh.put_file(f"pods/c{i:03d}/prod/spec.yml", podspec.render(spec))
+    first = viewer_client.get("/").content.decode()
+    assert "156 pods" in first and "Page 1 of 2" in first
+    assert "acme-prod-web" in first and "c097-web" in first and "c098-web" not in first  # sorted by pod
+    second = viewer_client.get("/", {"page": 2}).content.decode()
+    assert "c098-web" in second and "umbrella-dev-web" in second and "acme-prod-web" not in second
+    searched = viewer_client.get("/", {"q": "c12"}).content.decode()
+    assert "10 pods matching" in searched and "Page 1 of" not in searched
 
 
 def test_malformed_spec_is_marked_invalid_and_the_rest_still_listed(gh, viewer_client):
@@ -76,11 +90,39 @@ def test_one_changed_spec_costs_the_tree_and_that_one_blob(gh, db):
 
 def test_blobs_are_shared_through_the_cache_when_the_listing_is_lost(gh, db):
     inventory.list_pods()
-    cache.delete(inventory._cache_key())
+    cache.delete(f"{inventory._cache_key()}:meta")
+    inventory._memo.clear()
     gh.clear_requests()
-    inventory.list_pods()
+    assert len(inventory.list_pods()) == 6
     assert gh.count("GET", r"/git/blobs/") == 0
-    assert gh.count() == 1
+    assert [r.status for r in gh.requests] == [200]
+
+
+def test_listing_checked_moments_ago_is_served_without_asking_github(gh, db, settings):
+    settings.INVENTORY_FRESH_SECONDS = 60
+    inventory.list_pods()
+    gh.clear_requests()
+    assert len(inventory.list_pods()) == 6
+    assert inventory.get_pod("acme", "prod").spec.instance_name == "acme-prod-web"
+    assert gh.count() == 0
+
+
+def test_finished_deployment_makes_the_next_listing_ask_github(
+    gh, db, settings, deployer, django_capture_on_commit_callbacks
+):
+    from deployments import services
+
+    settings.INVENTORY_FRESH_SECONDS = 60
+    inventory.list_pods()
+    spec = podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.large", True)
+    request, _ = services.deployment_request_create(
+        user=deployer, spec=spec, mode="edit", spec_before=None, idempotency_key=uuid.uuid4()
+    )
+    services.deployment_request_dispatch(request=request)
+    run = github.run_state_from_payload(gh.complete_run(request.run_id))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_request_apply_run(request=request, run=run)
+    assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
 
 
 def test_a_new_pod_in_the_repo_appears(gh, viewer_client):
