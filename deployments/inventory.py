@@ -45,8 +45,9 @@ class Pod:
 class Listing:
     """The parsed pods of one tree version, indexed for lookups."""
 
-    def __init__(self, pods: list[Pod]):
+    def __init__(self, pods: list[Pod], version: str):
         self.pods = pods
+        self.version = version  # changes whenever the tree (or the rules) change
         self.by_key = {pod.key: pod for pod in pods}
 
 
@@ -75,7 +76,7 @@ def _listing(base: str, etag: str | None) -> Listing | None:
         if pods is None:
             return None
         _memo.clear()
-        listing = _memo[key] = Listing(pods)
+        listing = _memo[key] = Listing(pods, version=key)
     return listing
 
 
@@ -99,7 +100,12 @@ def _load(*, revalidate: bool) -> Listing:
     pods = _build(tree.entries, previous)
     cache.set(_pods_key(base, tree.etag), pods, timeout=7 * 24 * 3600)
     cache.set(f"{base}:meta", {"etag": tree.etag, "checked_at": time.time()}, timeout=None)
-    return _listing(base, tree.etag) or Listing(pods)
+    return _listing(base, tree.etag) or Listing(pods, version=_pods_key(base, tree.etag))
+
+
+def listing(*, revalidate: bool = True) -> Listing:
+    """The current listing, with a ``version`` that identifies its content."""
+    return _load(revalidate=revalidate)
 
 
 def list_pods(*, revalidate: bool = True) -> list[Pod]:

@@ -1,9 +1,10 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -41,18 +42,32 @@ def github_error_page(request, exc: github.GitHubError, **extra) -> HttpResponse
 @require_GET
 def pod_list(request):
     try:
-        pods = inventory.list_pods()
+        listing = inventory.listing()
     except github.GitHubError as exc:
         return github_error_page(request, exc)
     query = request.GET.get("q", "").strip().lower()
+    pods = listing.pods
     if query:
         pods = [p for p in pods if query in f"{p.key} {p.spec.instance_name if p.spec else ''}".lower()]
     page = Paginator(pods, PODS_PER_PAGE).get_page(request.GET.get("page"))
-    context = {"page": page, "pods": pods, "query": query, "activity": _pod_activity()}
+    context = {
+        "page": page,
+        "pods": pods,
+        "query": query,
+        # The rendered rows are reused until the specs or any request change (or a minute passes).
+        "rows_version": f"{listing.version}:{_activity_stamp()}:{query}:{page.number}",
+        "activity": SimpleLazyObject(_pod_activity),
+    }
     return render(request, "deployments/pod_list.html", context)
 
 
-def _pod_activity() -> dict[str, dict]:
+def _activity_stamp() -> str:
+    """Changes whenever a deployment request is created or updated."""
+    stamp = DeploymentRequest.objects.aggregate(latest=Max("updated_at"), count=Count("id"))
+    return f"{stamp['count']}:{stamp['latest'].timestamp() if stamp['latest'] else 0}"
+
+
+def _pod_activity() -> dict[str, DeploymentRequest]:
     """Per pod: its latest request and whether it is active. Two queries for any number of pods."""
     latest_ids = (
         DeploymentRequest.objects.values("customer", "environment").annotate(last=Max("id")).values("last")

@@ -81,6 +81,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHES = {
     # The spec-blob cache and the health probe are shared across workers through the database.
     "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "portal_cache"},
+    # Rendered page fragments, per process: cheap to rebuild, keyed by what they show.
+    "fragments": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fragments"},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

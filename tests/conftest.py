@@ -1,6 +1,6 @@
 import pytest
 from django.contrib.auth.models import Group, Permission, User
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
 from deployments import github, inventory
 
@@ -38,6 +38,7 @@ def use_emulator(fakegithub, settings):
     github._run_details_unsupported.clear()
     inventory._memo.clear()
     cache.clear()
+    caches["fragments"].clear()
     return fakegithub
 
 
