@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queued-for", type=float, default=1.0)
     parser.add_argument("--in-progress-for", type=float, default=2.0)
     parser.add_argument("--ghes", action="store_true", help="GHES 3.20: reject return_run_details with 400")
+    parser.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="CUSTOMER/ENV",
+        help="runs for this pod conclude 'failure'",
+    )
     args = parser.parse_args(argv)
 
     gh = FakeGitHub(
@@ -43,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         latency=args.latency,
         ghes=args.ghes,
     ).start(port=args.port)
+    gh.conclusions.update({pod: "failure" for pod in args.fail})
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

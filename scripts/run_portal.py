@@ -16,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PORTAL = "127.0.0.1:8000"
 EMULATOR_PORT = int(os.environ.get("SANDBOX_GITHUB_PORT", "8001"))
+# Deployments of these sandbox pods fail on purpose, to show what a failed run looks like.
+FAILING_PODS = os.environ.get("SANDBOX_FAILING_PODS", "umbrella/dev").split(",")
 
 
 def manage(*args: str, env: dict) -> None:
@@ -37,6 +39,7 @@ def start_emulator(env: dict) -> subprocess.Popen:
             "--specs", "pods", "--specs-path", env.get("SPECS_PATH", "pods"), "--token", "sandbox-token",
             "--webhook-url", f"http://{PORTAL}/webhooks/github", "--webhook-secret", secret,
             "--auto-runs", "--queued-for", "3", "--in-progress-for", "6",
+            *(arg for pod in FAILING_PODS for arg in ("--fail", pod)),
         ],
         cwd=ROOT,
     )  # fmt: skip
@@ -66,7 +69,8 @@ def main() -> None:
             manage("shell", "-c", CREATE_DEMO_USER, env=env)
             print(
                 "\n  SANDBOX: no GH_TOKEN or GitHub App is set, so the portal uses the built-in GitHub"
-                f"\n  emulator on 127.0.0.1:{EMULATOR_PORT}. Log in at http://{PORTAL}/ as demo / demo.\n",
+                f"\n  emulator on 127.0.0.1:{EMULATOR_PORT}. Log in at http://{PORTAL}/ as demo / demo."
+                f"\n  Deployments of {', '.join(FAILING_PODS)} fail on purpose (SANDBOX_FAILING_PODS).\n",
                 flush=True,
             )
         else:
