@@ -54,7 +54,8 @@ class DeploymentRequest(models.Model):
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     conclusion = models.CharField(max_length=32, blank=True)
-    run_id = models.BigIntegerField(null=True, blank=True, unique=True)
+    # Not unique: run ids are unique per GitHub host, and a portal may have talked to several.
+    run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     run_url = models.URLField(max_length=500, blank=True)
     run_number = models.PositiveIntegerField(null=True, blank=True)
     error_type = models.CharField(max_length=32, blank=True)

@@ -147,14 +147,13 @@ def _record_failure(request: DeploymentRequest, error_type: str, message: str) -
 
 
 def request_for_run(run: github.RunState) -> DeploymentRequest | None:
-    """The request a run belongs to: by run id, else by the ``[request_id]`` in its title."""
-    request = DeploymentRequest.objects.filter(run_id=run.run_id).first()
-    if request:
-        return request
+    """The request a run belongs to: by the ``[request_id]`` in its title, else by run id."""
     match = REQUEST_ID_RE.search(run.display_title)
     if match:
-        return DeploymentRequest.objects.filter(idempotency_key=match.group(1), run_id__isnull=True).first()
-    return None
+        request = DeploymentRequest.objects.filter(idempotency_key=match.group(1)).first()
+        if request and request.run_id in (None, run.run_id):
+            return request
+    return DeploymentRequest.objects.filter(run_id=run.run_id).order_by("-created_at").first()
 
 
 def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunState) -> bool:

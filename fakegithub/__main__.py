@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 
 from fakegithub.server import FakeGitHub
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         in_progress_for=args.in_progress_for,
         latency=args.latency,
         ghes=args.ghes,
+        # Like GitHub's, run ids never repeat, even across restarts of the sandbox.
+        first_run_id=int(time.time() * 10),
     ).start(port=args.port)
     gh.conclusions.update({pod: "failure" for pod in args.fail})
     stop = threading.Event()

@@ -168,6 +168,7 @@ class FakeGitHub:
         latency: float = 0.0,
         ghes: bool = False,
         workflow: WorkflowDef | None = None,
+        first_run_id: int = FIRST_RUN_ID,
     ):
         self._lock = threading.RLock()
         self.repo = repo
@@ -194,7 +195,7 @@ class FakeGitHub:
         self._seed_files: dict[str, bytes] = {}
         if specs_dir is not None:
             self._seed_files = self._read_dir(Path(specs_dir), self.specs_path)
-        self._next_run_id = FIRST_RUN_ID  # never reset, so ids stay unique for the process
+        self._next_run_id = first_run_id  # never reset, so ids stay unique for the process
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()

@@ -154,3 +154,26 @@ def test_completion_releases_the_pod_lock(gh, client, deployer_client, deployed)
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD, instance_type="t3.xlarge"))
     assert response.status_code == 302
     assert DeploymentRequest.objects.count() == 2
+
+
+def test_run_id_seen_before_on_another_github_host_neither_breaks_deploy_nor_webhook(
+    gh, client, deployer_client, deployed
+):
+    # A request from when the portal talked to another GitHub host holds the next run id.
+    old = DeploymentRequest.objects.create(
+        requested_by=deployed.requested_by, mode="edit", customer="globex", environment="prod",
+        instance_name="globex-prod-app", instance_type="t3.small", waf_enabled=False, spec_after="",
+        inputs={}, idempotency_key=uuid.uuid4(), status="completed", conclusion="success",
+        run_id=deployed.run_id + 1,
+    )  # fmt: skip
+    response = deployer_client.post(
+        "/deploy/", form(EDIT_ACME_PROD, customer="initech", instance_name="i-web")
+    )
+    new = DeploymentRequest.objects.get(customer="initech")
+    assert response.status_code == 302
+    assert new.run_id == old.run_id
+    gh.advance_run(new.run_id)
+    assert replay(client, gh.deliveries[-1]).status_code == 200
+    new.refresh_from_db()
+    old.refresh_from_db()
+    assert (new.status, old.status) == ("in_progress", "completed")
