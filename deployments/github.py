@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import github
 import requests
+import urllib3
 from django.conf import settings
 from github import Auth, GithubException
 from urllib3.util.retry import Retry
@@ -378,9 +379,14 @@ def _conditional_get(
         status, resp_headers, body = requester.requestJson("GET", url, params, headers)
         if status == 304:
             return None
-        data = json.loads(body) if body else {}
-        if status >= 400:
-            raise requester.createException(status, resp_headers, data)
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:  # e.g. a proxy's HTML error page
+            data = {"message": f"non-JSON answer (HTTP {status})"}
+        if status >= 400 or not isinstance(data, dict):
+            if not isinstance(data, dict):
+                data = {"message": f"unexpected answer (HTTP {status})"}
+            raise requester.createException(status if status >= 400 else 502, resp_headers, data)
         return {k.lower(): v for k, v in resp_headers.items()}.get("etag"), data
 
     return _call(fetch, not_found=not_found)
@@ -419,30 +425,56 @@ def dispatch(*, inputs: dict[str, str]) -> DispatchResult:
     rejects that field (GHES 3.20 and older) gets a plain dispatch, and the run is then found
     by the ``[request_id]`` in its title. When neither works the run is left unknown
     (``run_id`` None): the caller shows the Actions page and the run sync fills it in later.
+    A dispatch whose answer was lost (timeout, dropped connection, 5xx) may still have created
+    the run: it is looked for before the failure is reported, and never sent again.
     """
     workflow = _client(writes=True).get_repo(settings.GH_REPO).get_workflow(settings.DEPLOY_WORKFLOW)
     api = settings.GITHUB_API_URL
-    errors = _dispatch_errors()
+    request_id = inputs.get("request_id", "")
     started = dt.datetime.now(dt.UTC)
-    if api not in _run_details_unsupported:
-        try:
-            run = workflow.create_dispatch(
-                ref=settings.DEPLOY_REF, inputs=inputs, throw=True, return_run_details=True
+    try:
+        if api not in _run_details_unsupported:
+            try:
+                run = workflow.create_dispatch(
+                    ref=settings.DEPLOY_REF, inputs=inputs, throw=True, return_run_details=True
+                )
+            except GithubException as exc:
+                message = exc.data.get("message", "") if isinstance(exc.data, dict) else ""
+                if exc.status != 400 or "return_run_details" not in message:
+                    raise
+                # The server refused the field and created no run: dispatching without it is safe.
+                _run_details_unsupported.add(api)
+            else:
+                if isinstance(run, bool):  # 204: a server that ignores the field
+                    return _correlate(request_id=request_id, since=started)
+                return DispatchResult(run_id=run.id, run_url=run.html_url, correlated_by="run_details")
+        workflow.create_dispatch(ref=settings.DEPLOY_REF, inputs=inputs, throw=True)
+    except (GithubException, requests.exceptions.RequestException) as exc:
+        logger.warning("Dispatch failed: %s", _describe(exc))
+        error = _translate(exc, **_dispatch_errors())
+        if _may_have_arrived(exc):
+            found = _correlate(request_id=request_id, since=started)
+            if found.run_id:
+                logger.warning(
+                    "Dispatch answer was lost but run %s exists: treated as dispatched", found.run_id
+                )
+                return found
+            error.message += (
+                " The request may still have reached GitHub: check the request page, which updates when "
+                "a run appears, before trying again."
             )
-        except GithubException as exc:
-            message = exc.data.get("message", "") if isinstance(exc.data, dict) else ""
-            if exc.status != 400 or "return_run_details" not in message:
-                logger.warning("Dispatch failed: %s", _describe(exc))
-                raise _translate(exc, **errors) from None
-            # The server refused the field and created no run: dispatching again without it is safe.
-            _run_details_unsupported.add(api)
-        except requests.exceptions.RequestException as exc:
-            logger.warning("Dispatch failed: %s", _describe(exc))
-            raise _translate(exc, **errors) from None
-        else:
-            return DispatchResult(run_id=run.id, run_url=run.html_url, correlated_by="run_details")
-    _call(lambda: workflow.create_dispatch(ref=settings.DEPLOY_REF, inputs=inputs, throw=True), **errors)
-    return _correlate(request_id=inputs.get("request_id", ""), since=started)
+        raise error from None
+    return _correlate(request_id=request_id, since=started)
+
+
+def _may_have_arrived(exc: Exception) -> bool:
+    """Whether GitHub may have acted on a dispatch that failed: not when no connection was made."""
+    if isinstance(exc, GithubException):
+        return exc.status >= 500
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _correlate(*, request_id: str, since: dt.datetime) -> DispatchResult:

@@ -10,6 +10,7 @@ seconds after a check (INVENTORY_FRESH_SECONDS) the listing is served without as
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from . import github, podspec
+
+logger = logging.getLogger(__name__)
 
 # Parallel blob fetches for a cold cache; the rest of the time nothing is fetched.
 BLOB_FETCH_WORKERS = 8
@@ -45,8 +48,9 @@ class Pod:
 class Listing:
     """The parsed pods of one tree version, indexed for lookups."""
 
-    def __init__(self, pods: list[Pod], version: str):
+    def __init__(self, pods: list[Pod], version: str, truncated: bool = False):
         self.pods = pods
+        self.truncated = truncated  # GitHub cut the tree short: some pods may be missing
         self.version = version  # changes whenever the tree (or the rules) change
         self.by_key = {pod.key: pod for pod in pods}
 
@@ -72,11 +76,11 @@ def _listing(base: str, etag: str | None) -> Listing | None:
     key = _pods_key(base, etag)
     listing = _memo.get(key)
     if listing is None:
-        pods = cache.get(key)
-        if pods is None:
+        cached = cache.get(key)
+        if cached is None:
             return None
         _memo.clear()
-        listing = _memo[key] = Listing(pods, version=key)
+        listing = _memo[key] = Listing(cached["pods"], version=key, truncated=cached["truncated"])
     return listing
 
 
@@ -98,9 +102,11 @@ def _load(*, revalidate: bool) -> Listing:
         return listing
     previous = {(pod.path, pod.sha): pod for pod in listing.pods} if listing else {}
     pods = _build(tree.entries, previous)
-    cache.set(_pods_key(base, tree.etag), pods, timeout=7 * 24 * 3600)
+    if tree.truncated:
+        logger.warning("GitHub truncated the tree of %s: the pod list is incomplete", settings.GH_REPO)
+    cache.set(_pods_key(base, tree.etag), {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
     cache.set(f"{base}:meta", {"etag": tree.etag, "checked_at": time.time()}, timeout=None)
-    return _listing(base, tree.etag) or Listing(pods, version=_pods_key(base, tree.etag))
+    return _listing(base, tree.etag) or Listing(pods, _pods_key(base, tree.etag), tree.truncated)
 
 
 def listing(*, revalidate: bool = True) -> Listing:

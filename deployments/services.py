@@ -30,6 +30,14 @@ RUN_STATUS = {
 }
 
 
+class AlreadySubmitted(Exception):
+    """The form's idempotency key was used before, for other values."""
+
+    def __init__(self, request: DeploymentRequest):
+        super().__init__("This form was already submitted with other values.")
+        self.request = request
+
+
 class PodLocked(Exception):
     """Another request for the same pod is still active."""
 
@@ -67,10 +75,10 @@ def deployment_request_create(
     False (a double click or a resubmitted form deploys once). Raises PodLocked when the pod
     already has an active request; a database constraint makes that hold across workers.
     """
+    inputs = spec.workflow_inputs() | {"request_id": str(idempotency_key)}
     existing = DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
     if existing:
-        return existing, False
-    inputs = spec.workflow_inputs() | {"request_id": str(idempotency_key)}
+        return _same_submission(existing, inputs), False
     try:
         with transaction.atomic():
             request = DeploymentRequest.objects.create(
@@ -89,7 +97,7 @@ def deployment_request_create(
     except IntegrityError:
         existing = DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
         if existing:
-            return existing, False
+            return _same_submission(existing, inputs), False
         raise PodLocked(
             active_request_for_pod(customer=spec.customer, environment=spec.environment)
         ) from None
@@ -97,6 +105,12 @@ def deployment_request_create(
         "deployment request %s created for %s by %s", request.pk, request.pod, user, **_log_fields(request)
     )
     return request, True
+
+
+def _same_submission(existing: DeploymentRequest, inputs: dict) -> DeploymentRequest:
+    if existing.inputs != inputs:
+        raise AlreadySubmitted(existing)
+    return existing
 
 
 def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequest:
@@ -116,11 +130,15 @@ def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequ
         raise github.GitHubError(
             "Unexpected error while triggering the workflow. The details are in the log."
         ) from None
-    request.status = Status.DISPATCHED
-    request.dispatched_at = timezone.now()
-    request.run_id = result.run_id
-    request.run_url = result.run_url or ""
-    request.save(update_fields=["status", "dispatched_at", "run_id", "run_url", "updated_at"])
+    # Conditional updates: a webhook may already have moved the request on (or set its run).
+    now = timezone.now()
+    pending = DeploymentRequest.objects.filter(pk=request.pk, status=Status.PENDING)
+    pending.update(status=Status.DISPATCHED, dispatched_at=now, updated_at=now)
+    if result.run_id:
+        DeploymentRequest.objects.filter(pk=request.pk, run_id__isnull=True).update(
+            run_id=result.run_id, run_url=result.run_url or "", updated_at=now
+        )
+    request.refresh_from_db()
     logger.info(
         "deployment request %s dispatched: run %s (%s)",
         request.pk,
@@ -166,9 +184,11 @@ def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunS
         return False
     with transaction.atomic():
         request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
+        rank = dict(DeploymentRequest.STATUS_RANK)
         if request.status == Status.DISPATCH_FAILED:
-            return False
-        rank = DeploymentRequest.STATUS_RANK
+            # The dispatch's answer was lost but GitHub did create the run: follow it after all.
+            rank[Status.DISPATCH_FAILED] = -1
+            request.completed_at = None
         changed = []
         if request.run_id is None:
             request.run_id = run.run_id
@@ -192,7 +212,14 @@ def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunS
                 changed += ["conclusion", "completed_at"]
         if not changed:
             return False
-        request.save(update_fields=[*changed, "updated_at"])
+        if "status" in changed and rank[Status.DISPATCH_FAILED] == -1:
+            changed.append("completed_at")
+        try:
+            with transaction.atomic():
+                request.save(update_fields=[*changed, "updated_at"])
+        except IntegrityError:  # a revived request while another holds the pod: leave it failed
+            logger.warning("request %s: run %s appeared but the pod is busy", request.pk, run.run_id)
+            return False
     logger.info(
         "deployment request %s: run %s is %s",
         request.pk,
@@ -268,7 +295,7 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
         except github.GitHubError as exc:
             counts["errors"] += 1
             logger.warning("sync of request %s failed: %s", request.pk, exc.message)
-            continue
+            run = None  # still closed when too old, or a broken lookup would hold the pod for ever
         if run and deployment_request_apply_run(request=request, run=run):
             counts["updated"] += 1
             request.refresh_from_db()
@@ -276,7 +303,7 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
             minutes = settings.RUN_STALE_AFTER_MINUTES
             reason = (
                 f"The run stayed {request.get_status_display().lower()} for more than {minutes} minutes."
-                if run
+                if run or request.run_id
                 else f"No workflow run appeared within {minutes} minutes of the request."
             )
             if deployment_request_mark_stale(request=request, reason=reason):

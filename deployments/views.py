@@ -54,6 +54,7 @@ def pod_list(request):
         "page": page,
         "pods": pods,
         "query": query,
+        "truncated": listing.truncated,
         # The rendered rows are reused until the specs or any request change (or a minute passes).
         "rows_version": f"{listing.version}:{_activity_stamp()}:{query}:{page.number}",
         "activity": SimpleLazyObject(_pod_activity),
@@ -174,6 +175,16 @@ def deploy(request):
             mode=form.cleaned_data["mode"],
             spec_before=form.spec_before,
             idempotency_key=form.cleaned_data["idempotency_key"],
+        )
+    except services.AlreadySubmitted as exc:
+        return error_page(
+            request,
+            status=409,
+            error_type="conflict",
+            title="Form Already Submitted",
+            message="This form was already used for another deployment with other values. Open the pod "
+            "again to start a new deployment.",
+            deployment=exc.request,
         )
     except services.PodLocked as exc:
         return error_page(

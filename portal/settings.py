@@ -80,7 +80,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
     # The spec-blob cache and the health probe are shared across workers through the database.
-    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "portal_cache"},
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "portal_cache",
+        # One entry per spec blob: the default 300 would evict them and refetch from GitHub.
+        "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+    },
     # Rendered page fragments, per process: cheap to rebuild, keyed by what they show.
     "fragments": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fragments"},
 }

@@ -26,12 +26,12 @@ def manage(*args: str, env: dict) -> None:
 
 def start_emulator(env: dict) -> subprocess.Popen:
     secret = secrets.token_hex(16)
-    if "DATABASE_URL" not in env:
-        # The emulator starts afresh each time, so the sandbox's history does too.
-        sandbox_db = ROOT / ".sandbox" / "db.sqlite3"
-        sandbox_db.parent.mkdir(exist_ok=True)
-        sandbox_db.unlink(missing_ok=True)
-        env["DATABASE_URL"] = f"sqlite:///{sandbox_db}"
+    # Always its own database: the emulator starts afresh each time, so does the sandbox's
+    # history, and the demo/demo superuser never lands in a real database.
+    sandbox_db = ROOT / ".sandbox" / "db.sqlite3"
+    sandbox_db.parent.mkdir(exist_ok=True)
+    sandbox_db.unlink(missing_ok=True)
+    env["DATABASE_URL"] = f"sqlite:///{sandbox_db}"
     env.update(
         GH_TOKEN="sandbox-token",  # noqa: S106 - the emulator's own token
         GH_REPO="demo/pods",

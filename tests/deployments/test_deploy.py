@@ -285,14 +285,48 @@ def test_rate_limited_dispatch_is_503_with_quota(gh, deployer_client):
     assert_failure_recorded("service_unavailable", "rate limit")
 
 
-def test_dispatch_timeout_is_503_and_not_retried(gh, deployer_client, settings):
+def test_dispatch_timeout_whose_run_exists_is_a_success_and_not_retried(gh, deployer_client, settings):
     settings.GITHUB_TIMEOUT = 1
-    gh.add_fault("POST", r"/dispatches$", status=None, delay=2.5)
+    gh.add_fault("POST", r"/dispatches$", status=None, delay=2.5)  # GitHub acts, the answer is late
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    [run] = gh.runs
+    assert response.status_code == 302
+    assert (request.status, request.run_url) == ("dispatched", run["html_url"])
+    assert len(dispatches(gh)) == 1
+
+
+def test_dispatch_timeout_without_run_is_503_saying_it_may_have_started(gh, deployer_client, settings):
+    settings.GITHUB_TIMEOUT = 1
+    gh.add_fault("POST", r"/dispatches$", status=502, delay=2.5)
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
     assert response.status_code == 503
-    assert "did not answer within 1 s" in response.content.decode()
+    assert "did not answer within 1 s" in page
+    assert "may still have reached GitHub" in page
     assert len(dispatches(gh)) == 1
     assert_failure_recorded("service_unavailable", "did not answer")
+
+
+def test_dispatch_answered_204_despite_run_details_finds_the_run(gh, deployer_client, monkeypatch):
+    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.3)
+    gh.add_fault("POST", r"/dispatches$", status=204, body=b"")
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    assert response.status_code == 302
+    assert (request.status, request.error_type) == ("dispatched", "")
+
+
+def test_reused_form_with_other_values_is_409_and_deploys_nothing_more(gh, deployer_client):
+    data = form(EDIT_ACME_PROD)
+    deployer_client.post("/deploy/", data)
+    response = deployer_client.post("/deploy/", {**data, "instance_type": "t3.xlarge"})
+    page = response.content.decode()
+    assert response.status_code == 409
+    assert "Form Already Submitted" in page
+    assert 'href="/pods/acme/prod/edit/">Start again</a>' in page
+    assert DeploymentRequest.objects.count() == 1
+    assert len(dispatches(gh)) == 1
 
 
 def test_dropped_connection_dispatch_is_sent_once(gh, deployer_client):

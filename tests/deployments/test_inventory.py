@@ -176,3 +176,26 @@ def test_github_server_error_is_503_api_error(gh, viewer_client, status):
     response = viewer_client.get("/")
     assert response.status_code == 503
     assert "GitHub API Error" in response.content.decode()
+
+
+def test_spec_blobs_stay_cached_beyond_the_default_cache_size(gh, db):
+    for i in range(350):
+        spec = podspec.PodSpec(f"c{i:03d}", "prod", f"c{i:03d}-web", "t3.small", False)
+        gh.put_file(f"pods/c{i:03d}/prod/spec.yml", podspec.render(spec))
+    inventory.list_pods()
+    cache.delete(f"{inventory._cache_key()}:meta")
+    inventory._memo.clear()
+    gh.clear_requests()
+    assert len(inventory.list_pods()) == 356
+    assert gh.count("GET", r"/git/blobs/") == 0
+
+
+def test_truncated_tree_is_flagged_on_the_page(gh, viewer_client):
+    entry = {"path": "pods/acme/prod/spec.yml", "mode": "100644", "type": "blob", "size": 10}
+    entry["sha"] = next(e.sha for e in github.get_spec_tree().entries if e.path == entry["path"])
+    gh.add_fault(
+        "GET", r"/git/trees/", status=200, body={"sha": "0" * 40, "tree": [entry], "truncated": True}
+    )
+    page = viewer_client.get("/").content.decode()
+    assert "1 pod" in page
+    assert "some pods may be missing here" in page

@@ -250,12 +250,19 @@ def test_expired_form_is_a_friendly_403_and_deploys_nothing(gh, deployer):
     assert gh.count("POST") == 0
 
 
-def test_garbled_github_answer_is_a_server_error_page_without_traceback(gh, viewer_client):
-    gh.add_fault("GET", r"/git/trees/", status=200, body=["not", "a", "tree"])
-    viewer_client.raise_request_exception = False
+@pytest.mark.parametrize("body", [["not", "a", "tree"], b"<html>Unicorn!</html>"])
+def test_garbled_github_answer_is_an_api_error_page(gh, viewer_client, body):
+    gh.add_fault("GET", r"/git/trees/", status=200 if isinstance(body, list) else 502, body=body)
     response = viewer_client.get("/")
-    assert response.status_code == 500
+    assert response.status_code == 503
+    assert "GitHub API Error" in response.content.decode()
+
+
+def test_server_error_page_shows_no_traceback(db, rf):
+    from django.views.defaults import server_error
+
+    response = server_error(rf.get("/"))
     page = response.content.decode()
-    assert "Server Error" in page
+    assert response.status_code == 500
     assert "Nothing you submitted was lost" in page
-    assert "Traceback" not in page and "AttributeError" not in page
+    assert "Traceback" not in page

@@ -111,3 +111,13 @@ def test_stale_marking_is_safe_when_another_host_already_completed_it(gh, deploy
     DeploymentRequest.objects.filter(pk=deployed.pk).update(status="completed", conclusion="success")
     assert services.deployment_request_mark_stale(request=deployed, reason="late") is False
     assert DeploymentRequest.objects.get().conclusion == "success"
+
+
+def test_request_whose_run_lookup_keeps_failing_is_still_closed_when_too_old(gh, deployed, capsys, settings):
+    settings.RUN_STALE_AFTER_MINUTES = 30
+    gh.add_fault("GET", r"/actions/runs/", status=404, body={"message": "Not Found"})
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
+    assert sync(capsys) == "checked 1, updated 0, marked stale 1, errors 1"
+    deployed.refresh_from_db()
+    assert deployed.conclusion == "stale"
+    assert deployed.error_message == "The run stayed dispatched for more than 30 minutes."

@@ -6,6 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests as http
 
 from deployments.models import DeploymentRequest, WebhookDelivery
 
@@ -89,7 +90,7 @@ def test_run_found_by_request_id_in_title_when_run_id_unknown(gh, client, deploy
     assert deployed.run_url == gh.run(deployed.run_id)["html_url"]
 
 
-@pytest.mark.parametrize("signature", ["", "sha256=" + "0" * 64, sign(b"other body"), "sha1=abc"])
+@pytest.mark.parametrize("signature", ["", "sha256=" + "0" * 64, sign(b"other body"), "sha1=abc", "sha256=é"])
 def test_missing_or_bad_signature_is_401_and_changes_nothing(gh, client, deployed, signature):
     gh.complete_run(deployed.run_id)
     payload = gh.deliveries[-1].payload
@@ -177,3 +178,22 @@ def test_run_id_seen_before_on_another_github_host_neither_breaks_deploy_nor_web
     new.refresh_from_db()
     old.refresh_from_db()
     assert (new.status, old.status) == ("in_progress", "completed")
+
+
+def test_run_of_a_dispatch_reported_failed_is_followed_when_it_appears(gh, client, deployer_client):
+    gh.add_fault("POST", r"/dispatches$", status=502, times=1)
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    assert request.status == "dispatch_failed"
+    # The run GitHub created after all: dispatched here straight at the emulator, same inputs.
+    http.post(
+        f"{gh.api_url}/repos/demo/pods/actions/workflows/deploy-pod.yml/dispatches",
+        json={"ref": "main", "inputs": request.inputs},
+        headers={"Authorization": "token test-token"},
+        timeout=5,
+    )
+    [run] = gh.runs
+    gh.advance_run(run["id"])
+    assert replay(client, gh.deliveries[-1]).status_code == 200
+    request.refresh_from_db()
+    assert (request.status, request.run_id, request.completed_at) == ("in_progress", run["id"], None)
