@@ -6,30 +6,7 @@ from django.db import connection
 
 from deployments import github, podspec, services
 from deployments.models import DeploymentRequest
-
-EDIT_ACME_PROD = {
-    "customer": "acme",
-    "environment": "prod",
-    "instance_name": "acme-prod-web",
-    "instance_type": "t3.large",
-    "waf_enabled": "on",
-    "mode": "edit",
-}
-NEW_POD = {
-    "customer": "hooli",
-    "environment": "prod",
-    "instance_name": "hooli-prod-web",
-    "instance_type": "t3.small",
-    "mode": "new",
-}
-
-
-def form(values: dict, **overrides) -> dict:
-    return {**values, "idempotency_key": str(uuid.uuid4()), **overrides}
-
-
-def dispatches(gh) -> list:
-    return [r for r in gh.requests if r.method == "POST" and r.path.endswith("/dispatches")]
+from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form
 
 
 def test_edit_page_is_prefilled_from_spec(gh, viewer_client):

@@ -6,9 +6,10 @@ import pytest
 from django.contrib.auth.models import Group
 
 from deployments.models import DeploymentRequest
+from tests.helpers import EDIT_ACME_PROD, form
 
 from ..conftest import deployers_group, make_user
-from .test_deploy import EDIT_ACME_PROD, form, make_client, post_concurrently
+from .test_deploy import make_client, post_concurrently
 
 PAGES = [
     "/",

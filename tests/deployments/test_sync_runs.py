@@ -7,8 +7,7 @@ from django.utils import timezone
 
 from deployments import github
 from deployments.models import DeploymentRequest
-
-from .test_deploy import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 import requests as http
 
 from deployments.models import DeploymentRequest, WebhookDelivery
-
-from .test_deploy import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form
 
 SECRET = "test-webhook-secret"
 EXAMPLES = json.loads((Path(__file__).parent.parent / "fixtures/webhooks/workflow_run.json").read_text())

@@ -1,7 +1,5 @@
 """Production GitHub set-ups against the emulator: a GitHub App installation, and GHES."""
 
-import uuid
-
 import pytest
 from django.core.cache import cache
 
@@ -10,19 +8,7 @@ from deployments.models import DeploymentRequest
 from fakegithub import FakeGitHub
 from fakegithub.pytest_plugin import PROJECT_PODS
 from tests.fakegithub import apphelpers
-
-EDIT_ACME_PROD = {
-    "customer": "acme",
-    "environment": "prod",
-    "instance_name": "acme-prod-web",
-    "instance_type": "t3.large",
-    "waf_enabled": "on",
-    "mode": "edit",
-}
-
-
-def deploy_form(**overrides) -> dict:
-    return EDIT_ACME_PROD | {"idempotency_key": str(uuid.uuid4())} | overrides
+from tests.helpers import EDIT_ACME_PROD, form
 
 
 def repo_calls(gh) -> list:
@@ -57,7 +43,7 @@ def test_app_lists_pods_with_an_installation_token(app_gh, viewer_client):
 
 
 def test_app_deploys_and_links_the_run(app_gh, deployer_client):
-    response = deployer_client.post("/deploy/", deploy_form())
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     request = DeploymentRequest.objects.get()
     [run] = app_gh.runs
     assert response.status_code == 302
@@ -106,7 +92,7 @@ def test_ghes_lists_pods_through_api_v3(ghes, viewer_client):
 
 
 def test_ghes_deploy_finds_the_run_by_its_name_and_links_the_ghes_host(ghes, deployer_client):
-    data = deploy_form()
+    data = form(EDIT_ACME_PROD)
     response = deployer_client.post("/deploy/", data)
     request = DeploymentRequest.objects.get()
     [run] = ghes.runs
@@ -125,7 +111,7 @@ def test_ghes_deploy_finds_the_run_by_its_name_and_links_the_ghes_host(ghes, dep
 def test_ghes_run_not_found_yet_links_the_ghes_actions_page(ghes, deployer_client, monkeypatch):
     monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.3)
     ghes.run_visible_after = 30
-    response = deployer_client.post("/deploy/", deploy_form())
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     page = deployer_client.get(response["Location"]).content.decode()
     assert f'id="actions-link" href="{ghes.url}/demo/pods/actions/workflows/deploy-pod.yml"' in page
     assert "/api/v3" not in page.split('id="actions-link"')[1].split(">")[0]

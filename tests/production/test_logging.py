@@ -8,16 +8,8 @@ import uuid
 import pytest
 
 from portal.logging import JsonFormatter, RequestContextFilter
+from tests.helpers import EDIT_ACME_PROD, form
 from tests.production.test_settings import PRODUCTION_ENV, run_manage
-
-EDIT_ACME_PROD = {
-    "customer": "acme",
-    "environment": "prod",
-    "instance_name": "acme-prod-web",
-    "instance_type": "t3.large",
-    "waf_enabled": "on",
-    "mode": "edit",
-}
 
 
 @pytest.fixture
@@ -49,7 +41,7 @@ def test_request_id_is_made_when_missing_or_unsafe(client, incoming):
 
 
 def test_deploy_logs_json_lines_with_request_id_and_user(gh, deployer_client, json_log):
-    data = EDIT_ACME_PROD | {"idempotency_key": str(uuid.uuid4())}
+    data = form(EDIT_ACME_PROD)
     deployer_client.post("/deploy/", data, HTTP_X_REQUEST_ID="req-deploy-1")
     lines = [line for line in json_log() if line["logger"] == "deployments.services"]
     created, dispatched = lines
@@ -64,7 +56,7 @@ def test_deploy_logs_json_lines_with_request_id_and_user(gh, deployer_client, js
 
 def test_failed_dispatch_is_logged_as_a_warning_with_the_github_outcome(gh, deployer_client, json_log):
     gh.add_fault("POST", r"/dispatches$", status=502)
-    deployer_client.post("/deploy/", EDIT_ACME_PROD | {"idempotency_key": str(uuid.uuid4())})
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     [failed] = [line for line in json_log() if "dispatch failed" in line["message"]]
     assert failed["level"] == "WARNING"
     assert "(api_error)" in failed["message"]

@@ -9,18 +9,11 @@ from django.core.cache import cache
 from deployments import github
 from tests.conftest import make_user
 from tests.fakegithub import apphelpers
+from tests.helpers import EDIT_ACME_PROD, form
 
 TOKEN = "ghp_SecretTokenValue0000Zebra1111Quokka"
 WEBHOOK_SECRET = "whsec-Secret-Value-Narwhal-2222"
 SECRET_KEY = "django-Secret-Key-Value-Axolotl-3333-abcdefghijklmnopqrstuvwxyz"
-EDIT_ACME_PROD = {
-    "customer": "acme",
-    "environment": "prod",
-    "instance_name": "acme-prod-web",
-    "instance_type": "t3.large",
-    "waf_enabled": "on",
-    "mode": "edit",
-}
 
 
 @pytest.fixture
@@ -51,8 +44,8 @@ def drive_every_page(client, gh) -> str:
 
     keep(client.get("/"))
     keep(client.get("/pods/acme/prod/edit/"))
-    keep(client.post("/deploy/preview/", EDIT_ACME_PROD | {"idempotency_key": str(uuid.uuid4())}))
-    deployed = keep(client.post("/deploy/", EDIT_ACME_PROD | {"idempotency_key": str(uuid.uuid4())}))
+    keep(client.post("/deploy/preview/", form(EDIT_ACME_PROD)))
+    deployed = keep(client.post("/deploy/", form(EDIT_ACME_PROD)))
     assert deployed.status_code == 302
     keep(client.get(deployed["Location"]))
     keep(client.get("/requests/"))
