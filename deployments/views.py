@@ -160,7 +160,9 @@ def deploy(request):
             return _invalid_form(request, form)
     except github.GitHubError as exc:
         return github_error_page(request, exc)
-    if form.is_unchanged:
+    key = form.cleaned_data["idempotency_key"]
+    # A resubmitted form whose deployment already landed is "unchanged" now: it still leads to it.
+    if form.is_unchanged and not DeploymentRequest.objects.filter(idempotency_key=key).exists():
         return error_page(
             request,
             status=400,
@@ -174,7 +176,7 @@ def deploy(request):
             spec=form.spec,
             mode=form.cleaned_data["mode"],
             spec_before=form.spec_before,
-            idempotency_key=form.cleaned_data["idempotency_key"],
+            idempotency_key=key,
         )
     except services.AlreadySubmitted as exc:
         return error_page(

@@ -163,6 +163,27 @@ def test_same_idempotency_key_twice_dispatches_once(gh, deployer_client):
     assert len(dispatches(gh)) == 1
 
 
+def test_resubmitting_a_form_whose_deployment_landed_leads_to_it(gh, deployer_client):
+    data = form(EDIT_ACME_PROD)
+    first = deployer_client.post("/deploy/", data)
+    gh.complete_run(DeploymentRequest.objects.get().run_id)  # the new spec is committed
+    DeploymentRequest.objects.update(status="completed", conclusion="success")
+    assert deployer_client.get("/pods/acme/prod/edit/").status_code == 200  # the listing sees it
+    again = deployer_client.post("/deploy/", data)
+    assert again.status_code == 302
+    assert again["Location"] == first["Location"]
+    assert len(dispatches(gh)) == 1
+
+
+def test_unchanged_values_deploy_nothing(gh, deployer_client):
+    response = deployer_client.post(
+        "/deploy/", form(EDIT_ACME_PROD, instance_type="t3.medium", waf_enabled="on")
+    )
+    assert response.status_code == 400
+    assert "Nothing to Deploy" in response.content.decode()
+    assert dispatches(gh) == []
+
+
 def test_second_request_for_busy_pod_is_409_naming_the_holder(gh, deployer_client, deployer):
     deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     holder = DeploymentRequest.objects.get()
