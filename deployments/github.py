@@ -31,8 +31,8 @@ from urllib3.util.retry import Retry
 
 logger = logging.getLogger(__name__)
 
-# The GHES correlation fallback polls for our run this long at most, then gives up politely.
-CORRELATE_DEADLINE_SECONDS = 2.5
+# Pauses between looks for our run (GHES fallback, lost dispatch answers), within
+# settings.GITHUB_RUN_LOOKUP_SECONDS in all.
 CORRELATE_POLL_INTERVALS = (0.2, 0.3, 0.4, 0.6, 0.8)
 
 
@@ -478,7 +478,7 @@ def _may_have_arrived(exc: Exception) -> bool:
 
 
 def _correlate(*, request_id: str, since: dt.datetime) -> DispatchResult:
-    deadline = time.monotonic() + CORRELATE_DEADLINE_SECONDS
+    deadline = time.monotonic() + settings.GITHUB_RUN_LOOKUP_SECONDS
     for pause in CORRELATE_POLL_INTERVALS:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         try:

@@ -182,38 +182,35 @@ def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunS
     new_status = RUN_STATUS.get(run.status)
     if new_status is None:
         return False
+    rank = DeploymentRequest.STATUS_RANK
     with transaction.atomic():
         request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
-        rank = dict(DeploymentRequest.STATUS_RANK)
-        if request.status == Status.DISPATCH_FAILED:
-            # The dispatch's answer was lost but GitHub did create the run: follow it after all.
-            rank[Status.DISPATCH_FAILED] = -1
-            request.completed_at = None
-        changed = []
+        # A dispatch whose answer was lost is "failed", yet GitHub created the run: follow it.
+        reviving = request.status == Status.DISPATCH_FAILED
+        changed = set()
         if request.run_id is None:
             request.run_id = run.run_id
-            changed.append("run_id")
+            changed.add("run_id")
         if run.html_url and request.run_url != run.html_url:
             request.run_url = run.html_url
-            changed.append("run_url")
+            changed.add("run_url")
         if run.run_number and request.run_number != run.run_number:
             request.run_number = run.run_number
-            changed.append("run_number")
-        if rank[new_status] > rank[request.status]:
+            changed.add("run_number")
+        if reviving or rank[new_status] > rank[request.status]:
             request.status = new_status
-            changed.append("status")
+            request.completed_at = None
+            changed |= {"status", "completed_at"}
             if new_status in (Status.IN_PROGRESS, Status.COMPLETED) and not request.started_at:
                 request.started_at = run.run_started_at or run.updated_at or timezone.now()
-                changed.append("started_at")
+                changed.add("started_at")
             if new_status == Status.COMPLETED:
-                transaction.on_commit(inventory.expire)  # the run committed a new spec.yml
                 request.conclusion = run.conclusion or "unknown"
                 request.completed_at = run.updated_at or timezone.now()
-                changed += ["conclusion", "completed_at"]
+                changed.add("conclusion")
+                transaction.on_commit(inventory.expire)  # the run committed a new spec.yml
         if not changed:
             return False
-        if "status" in changed and rank[Status.DISPATCH_FAILED] == -1:
-            changed.append("completed_at")
         try:
             with transaction.atomic():
                 request.save(update_fields=[*changed, "updated_at"])

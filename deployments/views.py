@@ -100,14 +100,16 @@ def _unknown_pod(request, message: str) -> HttpResponse:
     )
 
 
+def _conflict(request, title: str, message: str, **extra) -> HttpResponse:
+    return error_page(request, status=409, error_type="conflict", title=title, message=message, **extra)
+
+
 def _invalid_form(request, form: DeploymentForm) -> HttpResponse:
     if form.has_error("__all__", "duplicate_pod"):
-        return error_page(
+        return _conflict(
             request,
-            status=409,
-            error_type="conflict",
-            title="Pod Already Exists",
-            message=form.non_field_errors()[0],
+            "Pod Already Exists",
+            form.non_field_errors()[0],
             show_pods=True,
             pods=inventory.list_pods(revalidate=False),
         )
@@ -179,24 +181,11 @@ def deploy(request):
             idempotency_key=key,
         )
     except services.AlreadySubmitted as exc:
-        return error_page(
-            request,
-            status=409,
-            error_type="conflict",
-            title="Form Already Submitted",
-            message="This form was already used for another deployment with other values. Open the pod "
-            "again to start a new deployment.",
-            deployment=exc.request,
-        )
+        message = "This form was already used for another deployment with other values. Open the pod again."
+        return _conflict(request, "Form Already Submitted", message, deployment=exc.request)
     except services.PodLocked as exc:
-        return error_page(
-            request,
-            status=409,
-            error_type="conflict",
-            title="Deployment in progress",
-            message=f"Pod {form.spec.pod} already has a deployment in progress. Wait for it to finish.",
-            holder=exc.holder,
-        )
+        message = f"Pod {form.spec.pod} already has a deployment in progress. Wait for it to finish."
+        return _conflict(request, "Deployment in progress", message, holder=exc.holder)
     if created:
         try:
             services.deployment_request_dispatch(request=deployment)

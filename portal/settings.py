@@ -146,6 +146,8 @@ if not GITHUB_APP_PRIVATE_KEY and env.str("GITHUB_APP_PRIVATE_KEY_PATH", default
 GITHUB_APP_INSTALLATION_ID = env.str("GITHUB_APP_INSTALLATION_ID", default="")
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", default="")
 GITHUB_TIMEOUT = env.int("GITHUB_TIMEOUT", default=10)
+# How long a deploy looks for its run when the dispatch answer did not name it (GHES <= 3.20).
+GITHUB_RUN_LOOKUP_SECONDS = env.float("GITHUB_RUN_LOOKUP_SECONDS", default=2.5)
 SPECS_PATH = env.str("SPECS_PATH", default="pods").strip("/")
 DEPLOY_WORKFLOW = env.str("DEPLOY_WORKFLOW", default="deploy-pod.yml")
 DEPLOY_REF = env.str("DEPLOY_REF", default="main")

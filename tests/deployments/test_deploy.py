@@ -1,12 +1,10 @@
-import threading
 import uuid
 
 import pytest
-from django.db import connection
 
 from deployments import github, podspec, services
 from deployments.models import DeploymentRequest
-from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form
+from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form, post_concurrently, put_pods
 
 
 def test_edit_page_is_prefilled_from_spec(gh, viewer_client):
@@ -306,8 +304,8 @@ def test_dispatch_timeout_without_run_is_503_saying_it_may_have_started(gh, depl
     assert_failure_recorded("service_unavailable", "did not answer")
 
 
-def test_dispatch_answered_204_despite_run_details_finds_the_run(gh, deployer_client, monkeypatch):
-    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.3)
+def test_dispatch_answered_204_despite_run_details_finds_the_run(gh, deployer_client, settings):
+    settings.GITHUB_RUN_LOOKUP_SECONDS = 0.3
     gh.add_fault("POST", r"/dispatches$", status=204, body=b"")
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     request = DeploymentRequest.objects.get()
@@ -375,8 +373,8 @@ def test_ghes_fallback_finds_our_run_among_others(gh, deployer_client):
     assert len(gh.runs) == 3
 
 
-def test_ghes_run_that_never_appears_leaves_fallback_link(gh, deployer_client, monkeypatch):
-    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.3)
+def test_ghes_run_that_never_appears_leaves_fallback_link(gh, deployer_client, settings):
+    settings.GITHUB_RUN_LOOKUP_SECONDS = 0.3
     gh.ghes = True
     gh.run_visible_after = 30
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
@@ -390,47 +388,10 @@ def test_ghes_run_that_never_appears_leaves_fallback_link(gh, deployer_client, m
 # --- Concurrency ---------------------------------------------------------------------------------------
 
 
-def post_concurrently(client_factory, payloads: list[dict]) -> list:
-    """POST every payload to /deploy/ at the same moment, one thread (and DB connection) each."""
-    clients = [client_factory() for _ in payloads]
-    results: list = [None] * len(payloads)
-    barrier = threading.Barrier(len(payloads), timeout=30)
-
-    def worker(i):
-        barrier.wait()
-        try:
-            results[i] = clients[i].post("/deploy/", payloads[i])
-        except Exception as exc:  # reported by the caller's assertions
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(payloads))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
-
-
 @pytest.fixture
 def many_pods(gh_tx):
-    gh = gh_tx
-    for i in range(50):
-        spec = podspec.PodSpec(f"c{i}", "prod", f"c{i}-web", "t3.small", False)
-        gh.put_file(f"pods/c{i}/prod/spec.yml", podspec.render(spec))
-    return gh
-
-
-def make_client(user):
-    from django.test import Client
-
-    def factory():
-        client = Client()
-        client.force_login(user)
-        return client
-
-    return factory
+    put_pods(gh_tx, 20)
+    return gh_tx
 
 
 def test_20_concurrent_deploys_each_get_their_own_run(many_pods, deployer):
@@ -438,10 +399,10 @@ def test_20_concurrent_deploys_each_get_their_own_run(many_pods, deployer):
 
     inventory.list_pods()
     payloads = [
-        form(EDIT_ACME_PROD, customer=f"c{i}", instance_name=f"c{i}-web", instance_type="t3.medium")
+        form(EDIT_ACME_PROD, customer=f"c{i:03d}", instance_name=f"c{i:03d}-web", instance_type="t3.medium")
         for i in range(20)
     ]
-    responses = post_concurrently(make_client(deployer), payloads)
+    responses = post_concurrently(deployer, payloads)
     assert [r.status_code for r in responses] == [302] * 20
     runs = {run["inputs"]["request_id"]: run for run in many_pods.runs}
     for payload in payloads:

@@ -5,6 +5,13 @@ import pytest
 from django.core.cache import cache
 
 from deployments import github, inventory, podspec
+from tests.helpers import put_pods
+
+
+def lose_listing():
+    """Forget the parsed listing (shared and per process), as after a cache flush; blobs stay."""
+    cache.delete(f"{inventory._cache_key()}:meta")
+    inventory._memo.clear()
 
 
 def test_pod_list_shows_every_example_pod_with_its_values(gh, viewer_client):
@@ -26,9 +33,7 @@ def test_search_filters_pods(gh, viewer_client):
 
 
 def test_many_pods_are_shown_a_page_at_a_time(gh, viewer_client):
-    for i in range(150):
-        spec = podspec.PodSpec(f"c{i:03d}", "prod", f"c{i:03d}-web", "t3.small", False)
-        gh.put_file(f"pods/c{i:03d}/prod/spec.yml", podspec.render(spec))
+    put_pods(gh, 150)
     first = viewer_client.get("/").content.decode()
     assert "156 pods" in first and "Page 1 of 2" in first
     assert "acme-prod-web" in first and "c097-web" in first and "c098-web" not in first  # sorted by pod
@@ -90,8 +95,7 @@ def test_one_changed_spec_costs_the_tree_and_that_one_blob(gh, db):
 
 def test_blobs_are_shared_through_the_cache_when_the_listing_is_lost(gh, db):
     inventory.list_pods()
-    cache.delete(f"{inventory._cache_key()}:meta")
-    inventory._memo.clear()
+    lose_listing()
     gh.clear_requests()
     assert len(inventory.list_pods()) == 6
     assert gh.count("GET", r"/git/blobs/") == 0
@@ -179,12 +183,9 @@ def test_github_server_error_is_503_api_error(gh, viewer_client, status):
 
 
 def test_spec_blobs_stay_cached_beyond_the_default_cache_size(gh, db):
-    for i in range(350):
-        spec = podspec.PodSpec(f"c{i:03d}", "prod", f"c{i:03d}-web", "t3.small", False)
-        gh.put_file(f"pods/c{i:03d}/prod/spec.yml", podspec.render(spec))
+    put_pods(gh, 350)
     inventory.list_pods()
-    cache.delete(f"{inventory._cache_key()}:meta")
-    inventory._memo.clear()
+    lose_listing()
     gh.clear_requests()
     assert len(inventory.list_pods()) == 356
     assert gh.count("GET", r"/git/blobs/") == 0

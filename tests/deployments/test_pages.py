@@ -6,10 +6,9 @@ import pytest
 from django.contrib.auth.models import Group
 
 from deployments.models import DeploymentRequest
-from tests.helpers import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form, logged_in_client, post_concurrently, put_pods, replay
 
 from ..conftest import deployers_group, make_user
-from .test_deploy import make_client, post_concurrently
 
 PAGES = [
     "/",
@@ -87,10 +86,7 @@ def test_history_is_paginated(gh, deployer):
             instance_name="abc", instance_type="t3.micro", waf_enabled=False, spec_after="", inputs={},
             idempotency_key=uuid.uuid4(), status="completed", conclusion="success",
         )  # fmt: skip
-    from django.test import Client
-
-    client = Client()
-    client.force_login(deployer)
+    client = logged_in_client(deployer)
     first = client.get("/requests/").content.decode()
     assert "Page 1 of 2" in first and "c50/prod" in first and "c0/prod" not in first
     assert "c0/prod" in client.get("/requests/", {"page": 2}).content.decode()
@@ -104,8 +100,6 @@ def test_inventory_shows_last_deployment_and_running_state(gh, deployer_client):
 
 
 def test_inventory_shows_deployed_values_after_success(gh, client, deployer_client):
-    from .test_webhooks import replay
-
     deployer_client.get("/")
     deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     run_id = DeploymentRequest.objects.get().run_id
@@ -121,7 +115,7 @@ def test_inventory_shows_deployed_values_after_success(gh, client, deployer_clie
 
 
 def test_50_concurrent_posts_to_one_pod_dispatch_once(gh_tx, deployer):
-    responses = post_concurrently(make_client(deployer), [form(EDIT_ACME_PROD) for _ in range(50)])
+    responses = post_concurrently(deployer, [form(EDIT_ACME_PROD) for _ in range(50)])
     codes = sorted(getattr(r, "status_code", repr(r)) for r in responses)
     assert codes == [302] + [409] * 49
     assert DeploymentRequest.objects.count() == 1
@@ -131,16 +125,11 @@ def test_50_concurrent_posts_to_one_pod_dispatch_once(gh_tx, deployer):
 
 
 def test_50_concurrent_posts_to_distinct_pods_dispatch_50(gh_tx, deployer):
-    from deployments import podspec
-
     gh = gh_tx
-    for i in range(50):
-        gh.put_file(
-            f"pods/p{i}/prod/spec.yml",
-            podspec.render(podspec.PodSpec(f"p{i}", "prod", "abc", "t3.small", False)),
-        )
-    payloads = [form(EDIT_ACME_PROD, customer=f"p{i}", instance_name="abc") for i in range(50)]
-    responses = post_concurrently(make_client(deployer), payloads)
+    payloads = [
+        form(EDIT_ACME_PROD, customer=c, instance_name=f"{c}-web") for c in put_pods(gh, 50, prefix="p")
+    ]
+    responses = post_concurrently(deployer, payloads)
     assert [getattr(r, "status_code", repr(r)) for r in responses] == [302] * 50
     assert gh.count("POST", r"/dispatches$") == 50
     assert DeploymentRequest.objects.filter(status="dispatched").count() == 50
@@ -149,7 +138,7 @@ def test_50_concurrent_posts_to_distinct_pods_dispatch_50(gh_tx, deployer):
 def test_duplicate_idempotency_key_under_concurrency_dispatches_once(gh_tx, deployer):
     gh = gh_tx
     data = form(EDIT_ACME_PROD)
-    responses = post_concurrently(make_client(deployer), [data] * 10)
+    responses = post_concurrently(deployer, [data] * 10)
     assert {r["Location"] for r in responses} == {f"/requests/{DeploymentRequest.objects.get().pk}/"}
     assert gh.count("POST", r"/dispatches$") == 1
 
@@ -159,11 +148,7 @@ def test_duplicate_idempotency_key_under_concurrency_dispatches_once(gh_tx, depl
 
 @pytest.fixture
 def admin_client(db):
-    from django.test import Client
-
-    client = Client()
-    client.force_login(make_user(username="root", staff=True, superuser=True))
-    return client
+    return logged_in_client(make_user(username="root", staff=True, superuser=True))
 
 
 @pytest.fixture
@@ -187,7 +172,7 @@ def test_admin_refuses_add_change_and_delete_even_for_superusers(admin_client, h
     assert admin_client.post(f"{base}/{history.pk}/delete/", {"post": "yes"}).status_code == 403
     page = admin_client.get(f"{base}/{history.pk}/change/").content.decode()
     assert 'name="status"' not in page  # read-only view
-    response = admin_client.post(
+    admin_client.post(
         f"{base}/", {"action": "delete_selected", "_selected_action": [history.pk], "post": "yes"}
     )
     assert DeploymentRequest.objects.filter(pk=history.pk).exists()
@@ -220,12 +205,9 @@ def test_admin_release_lock_records_who_and_why(admin_client, history):
 
 
 def test_staff_without_release_permission_cannot_release(gh, history):
-    from django.test import Client
-
-    client = Client()
     staff = make_user(username="sam", staff=True)
     staff.user_permissions.add(*deployers_group().permissions.all())
-    client.force_login(staff)
+    client = logged_in_client(staff)
     client.post(
         "/admin/deployments/deploymentrequest/",
         {"action": "release_lock", "_selected_action": [history.pk], "apply": "1", "reason": "x"},

@@ -5,9 +5,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from deployments import github
 from deployments.models import DeploymentRequest
-from tests.helpers import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form, replay
 
 
 @pytest.fixture
@@ -42,8 +41,6 @@ def test_unchanged_run_is_a_free_conditional_request(gh, deployed, capsys):
 
 
 def test_sync_after_webhook_changes_nothing(gh, client, deployed, capsys):
-    from .test_webhooks import replay
-
     gh.complete_run(deployed.run_id)
     for delivery in gh.deliveries:
         replay(client, delivery)
@@ -51,8 +48,8 @@ def test_sync_after_webhook_changes_nothing(gh, client, deployed, capsys):
     assert DeploymentRequest.objects.get().conclusion == "success"
 
 
-def test_sync_finds_the_run_of_a_request_dispatched_without_one(gh, deployer_client, capsys, monkeypatch):
-    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.1)
+def test_sync_finds_the_run_of_a_request_dispatched_without_one(gh, deployer_client, capsys, settings):
+    settings.GITHUB_RUN_LOOKUP_SECONDS = 0.1
     gh.ghes = True
     gh.run_visible_after = 0.5
     deployer_client.post("/deploy/", form(EDIT_ACME_PROD))

@@ -9,7 +9,7 @@ import pytest
 import requests as http
 
 from deployments.models import DeploymentRequest, WebhookDelivery
-from tests.helpers import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form, replay
 
 SECRET = "test-webhook-secret"
 EXAMPLES = json.loads((Path(__file__).parent.parent / "fixtures/webhooks/workflow_run.json").read_text())
@@ -27,14 +27,6 @@ def post_event(client, payload: dict, *, event="workflow_run", delivery=None, si
         "HTTP_X_HUB_SIGNATURE_256": sign(body) if signature is None else signature,
     }
     return client.post("/webhooks/github", body, content_type="application/json", **headers)
-
-
-def replay(client, delivery):
-    """Send one of the emulator's deliveries to the portal exactly as GitHub would."""
-    headers = {
-        f"HTTP_{k.upper().replace('-', '_')}": v for k, v in delivery.headers.items() if k != "Content-Type"
-    }
-    return client.post("/webhooks/github", delivery.body, content_type="application/json", **headers)
 
 
 @pytest.fixture

@@ -108,8 +108,8 @@ def test_ghes_deploy_finds_the_run_by_its_name_and_links_the_ghes_host(ghes, dep
     assert ["return_run_details" in body for body in bodies] == [True, False]
 
 
-def test_ghes_run_not_found_yet_links_the_ghes_actions_page(ghes, deployer_client, monkeypatch):
-    monkeypatch.setattr(github, "CORRELATE_DEADLINE_SECONDS", 0.3)
+def test_ghes_run_not_found_yet_links_the_ghes_actions_page(ghes, deployer_client, settings):
+    settings.GITHUB_RUN_LOOKUP_SECONDS = 0.3
     ghes.run_visible_after = 30
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     page = deployer_client.get(response["Location"]).content.decode()
