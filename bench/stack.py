@@ -17,6 +17,7 @@ import requests
 
 from deployments import podspec
 from fakegithub import FakeGitHub
+from fakegithub.pytest_plugin import deploy_pod
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "demo/pods"
@@ -57,7 +58,7 @@ class Stack:
         self.workers = workers
         self.tmp = Path(tempfile.mkdtemp(prefix="portal-bench-"))
         self.db_path = self.tmp / "portal.sqlite3"
-        self.gh = FakeGitHub(repo=REPO, token=TOKEN, latency=latency)
+        self.gh = FakeGitHub(repo=REPO, token=TOKEN, latency=latency, workflow_effect=deploy_pod)
         self.pods = 0
         self.port = 0
         self.gunicorn: subprocess.Popen | None = None

@@ -28,6 +28,10 @@ Control API (all thread-safe):
 * ``runs`` (API dicts plus ``inputs``, newest first), ``run(id)``, ``advance_run(id)``,
   ``complete_run(id, conclusion="success")``.
 * ``deliveries`` (``.action .headers .body .payload .status .error .done``).
+* ``workflow_effect`` (constructor argument): what a run that succeeds does to the repository,
+  ``effect(emulator, inputs) -> conclusion``; without one the run commits nothing. Only the
+  pytest plugin knows the portal: its ``deploy_pod`` is deploy-pod.yml (render spec.yml with
+  ``deployments.podspec``, commit it), used by the fixture, the sandbox, e2e tests and the bench.
 * ``reset()``: back to the constructor's state (run ids keep increasing across resets).
 """
 

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+from fakegithub.pytest_plugin import deploy_pod
 from fakegithub.server import FakeGitHub
 
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         in_progress_for=args.in_progress_for,
         latency=args.latency,
         ghes=args.ghes,
+        workflow_effect=deploy_pod,
         # Like GitHub's, run ids never repeat, even across restarts of the sandbox.
         first_run_id=int(time.time() * 10),
     ).start(port=args.port)

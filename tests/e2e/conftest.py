@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fakegithub import FakeGitHub
-from fakegithub.pytest_plugin import PROJECT_PODS
+from fakegithub.pytest_plugin import PROJECT_PODS, deploy_pod
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,6 +100,7 @@ def portal(chromium_path, tmp_path_factory) -> Portal:
         auto_runs=True,
         queued_for=1.0,
         in_progress_for=2.0,
+        workflow_effect=deploy_pod,
     ).start()
     env = {
         "PATH": os.environ["PATH"],

@@ -295,6 +295,31 @@ def test_run_with_invalid_spec_fails_like_the_workflow_would(fakegithub, workflo
     assert "pods/acme/dev/spec.yml" not in fakegithub.files
 
 
+def test_without_a_workflow_effect_a_run_succeeds_and_commits_nothing():
+    with FakeGitHub() as gh:
+        workflow = client(gh).get_repo("demo/pods").get_workflow("deploy-pod.yml")
+        run = workflow.create_dispatch("main", INPUTS, throw=True, return_run_details=True)
+        head = gh.head_sha
+        assert gh.complete_run(run.id)["conclusion"] == "success"
+        assert gh.head_sha == head
+
+
+def test_workflow_effect_sees_the_run_inputs_and_decides_the_conclusion():
+    seen = []
+
+    def effect(gh: FakeGitHub, inputs: dict[str, str]) -> str:
+        seen.append(inputs)
+        gh.put_file("out.txt", inputs["customer"])
+        return "failure"
+
+    with FakeGitHub(workflow_effect=effect) as gh:
+        workflow = client(gh).get_repo("demo/pods").get_workflow("deploy-pod.yml")
+        run = workflow.create_dispatch("main", INPUTS, throw=True, return_run_details=True)
+        assert gh.complete_run(run.id)["conclusion"] == "failure"
+        assert seen == [INPUTS]
+        assert gh.files["out.txt"] == "acme"
+
+
 def test_auto_runs_advance_on_the_clock(fakegithub, workflow):
     fakegithub.auto_runs = True
     fakegithub.queued_for = 0.05
@@ -544,6 +569,15 @@ def test_cli_serves_the_spec_directory_until_terminated(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+def test_emulator_imports_nothing_from_the_portal():
+    code = (
+        "import sys, fakegithub, fakegithub.routes, fakegithub.shapes, fakegithub.state, fakegithub.webhooks;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('deployments', 'portal', 'django')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_project_workflow_file_declares_what_the_builtin_default_declares():

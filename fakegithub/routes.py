@@ -1,0 +1,543 @@
+"""The HTTP side of the emulator: the route table and the pipeline every request goes through.
+
+A request is recorded, may meet a scripted fault and the configured latency, is authenticated,
+spends the core rate limit and gets an ETag (a matching ``If-None-Match`` answers 304 for free);
+the route for its method and path makes the answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import operator
+import re
+import secrets
+import socket
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+import jwt
+
+from fakegithub import shapes
+from fakegithub._git import blob_sha
+from fakegithub.state import RecordedRequest
+from fakegithub.workflow import WORKFLOW_PATH
+
+if TYPE_CHECKING:
+    from fakegithub.server import FakeGitHub
+
+DOCS = "https://docs.github.com/rest"
+RATE_LIMIT_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+INSTALLATION_TOKEN_TTL = 3600
+DROP = object()  # close the connection without an answer
+
+
+@dataclass
+class Response:
+    status: int
+    body: object = None  # JSON-able, bytes (raw), or None
+    headers: dict = field(default_factory=dict)
+    content_type: str = "application/json; charset=utf-8"
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: object  # the parsed JSON body, or None
+    actor: dict | None = None  # whom the token belongs to, once authenticated
+
+
+def error(status: int, message: str) -> Response:
+    return Response(status, {"message": message, "documentation_url": DOCS, "status": str(status)})
+
+
+# --- handlers: (emulator, request, the route's path parameters) -> Response -----------------------
+
+
+def create_installation_token(gh: FakeGitHub, req: ApiRequest, installation_id: str) -> Response:
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    if gh.app is None or scheme.lower() != "bearer" or not token:
+        return error(401, "A JSON web token could not be decoded")
+    app_id, public_key, expected_installation = gh.app
+    try:
+        claims = jwt.decode(
+            token.strip(),
+            public_key,
+            algorithms=["RS256"],
+            options={"require": ["exp", "iat", "iss"]},
+            leeway=30,
+        )
+    except jwt.ExpiredSignatureError:
+        return error(401, "'Expiration time' claim ('exp') is too far in the future or has passed")
+    except jwt.PyJWTError:
+        return error(401, "A JSON web token could not be decoded")
+    if str(claims.get("iss")) != str(app_id):
+        return error(401, "'Issuer' claim ('iss') must be an Integer")
+    if str(installation_id) != str(expected_installation):
+        return error(404, "Not Found")
+    issued = "ghs_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
+    expires = time.time() + INSTALLATION_TOKEN_TTL
+    gh.state.issued_tokens[issued] = expires
+    data = {
+        "token": issued,
+        "expires_at": shapes.iso(expires),
+        "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
+        "repository_selection": "all",
+    }
+    return Response(201, data)
+
+
+def not_found(gh: FakeGitHub, req: ApiRequest, **params: str) -> Response:
+    return error(404, "Not Found")
+
+
+def get_rate_limit(gh: FakeGitHub, req: ApiRequest) -> Response:
+    return Response(200, shapes.rate_overview(gh.state))
+
+
+def get_repo(gh: FakeGitHub, req: ApiRequest) -> Response:
+    return Response(200, shapes.repository(gh))
+
+
+def get_contents(gh: FakeGitHub, req: ApiRequest, path: str | None) -> Response:
+    ref = req.query.get("ref")
+    sha = gh.state.resolve(ref)
+    if sha is None:
+        return error(404, f"No commit found for the ref {ref}")
+    snap = gh.state.snapshots[sha]
+    path = (path or "").strip("/")
+    if path in snap.files:
+        data = snap.files[path]
+        item = shapes.content_item(gh, path, "file", blob_sha(data), len(data), ref)
+        item.update(content=shapes.b64(data), encoding="base64")
+        return Response(200, item)
+    if path in snap.dirs:
+        items = []
+        for entry in gh.state.store.trees[snap.dirs[path]]:
+            child = f"{path}/{entry.name}" if path else entry.name
+            kind = "file" if entry.type == "blob" else "dir"
+            items.append(shapes.content_item(gh, child, kind, entry.sha, entry.size or 0, ref))
+        return Response(200, items)
+    return error(404, "Not Found")
+
+
+def get_ref(gh: FakeGitHub, req: ApiRequest, kind: str, name: str) -> Response:
+    ref = shapes.branch_ref(gh)
+    if kind == "matching-refs":
+        matches = "refs/heads/main".startswith("refs/" + name)
+        return Response(200, [ref] if matches else [])
+    if name in ("heads/main", "refs/heads/main"):
+        return Response(200, ref)
+    return error(404, "Not Found")
+
+
+def get_tree(gh: FakeGitHub, req: ApiRequest, ident: str) -> Response:
+    store = gh.state.store
+    commit = gh.state.resolve(ident)
+    tree_sha = gh.state.commits[commit]["tree"] if commit else ident
+    if tree_sha not in store.trees:
+        return error(404, "Not Found")
+    if req.query.get("recursive") not in (None, "", "0", "false"):
+        walked = list(store.walk(tree_sha))
+    else:
+        walked = [(e.name, e) for e in store.trees[tree_sha]]
+    return Response(200, shapes.tree(gh, tree_sha, walked))
+
+
+def get_blob(gh: FakeGitHub, req: ApiRequest, sha: str) -> Response:
+    data = gh.state.store.blobs.get(sha)
+    if data is None:
+        return error(404, "Not Found")
+    return Response(200, shapes.blob(gh, sha, data))
+
+
+def list_workflows(gh: FakeGitHub, req: ApiRequest) -> Response:
+    flows = [shapes.workflow(gh)] if gh.workflow_state else []
+    return Response(200, {"total_count": len(flows), "workflows": flows})
+
+
+def get_workflow(gh: FakeGitHub, req: ApiRequest, workflow: str) -> Response:
+    if not _is_workflow(gh, workflow):
+        return error(404, "Not Found")
+    return Response(200, shapes.workflow(gh))
+
+
+def list_workflow_runs(gh: FakeGitHub, req: ApiRequest, workflow: str) -> Response:
+    if not _is_workflow(gh, workflow):
+        return error(404, "Not Found")
+    return list_runs(gh, req)
+
+
+def list_runs(gh: FakeGitHub, req: ApiRequest) -> Response:
+    query = req.query
+    now = time.time()
+    runs = [r for r in reversed(gh.state.runs) if now - r.created >= gh.run_visible_after]
+    if query.get("event"):
+        runs = [r for r in runs if query["event"] == "workflow_dispatch"]
+    if query.get("branch"):
+        runs = [r for r in runs if query["branch"] == "main"]
+    if query.get("head_sha"):
+        runs = [r for r in runs if r.head_sha == query["head_sha"]]
+    if query.get("actor"):
+        runs = [r for r in runs if r.actor["login"] == query["actor"]]
+    status = query.get("status")
+    if status:
+        statuses = {"queued", "in_progress", "completed", "requested", "waiting", "pending"}
+        runs = [r for r in runs if (r.status if status in statuses else r.conclusion) == status]
+    if query.get("created"):
+        try:
+            keep = _created_filter(query["created"])
+        except ValueError:
+            return error(422, "Invalid created parameter")
+        runs = [r for r in runs if keep(int(r.created))]
+    try:
+        per_page = max(1, min(100, int(query.get("per_page") or 30)))
+        page = max(1, int(query.get("page") or 1))
+    except ValueError:
+        return error(422, "Invalid pagination parameter")
+    chosen = runs[(page - 1) * per_page : page * per_page]
+    body = {"total_count": len(runs), "workflow_runs": [shapes.workflow_run(gh, r) for r in chosen]}
+    last = max(1, -(-len(runs) // per_page))
+    links = []
+    base = f"{gh.api_url}/repos/{gh.repo}/actions/runs"
+    wanted = {"prev": page > 1, "next": page < last, "last": last > 1, "first": last > 1}
+    for rel, number in (("prev", page - 1), ("next", page + 1), ("last", last), ("first", 1)):
+        if wanted[rel]:
+            params = urlencode({**query, "per_page": per_page, "page": number})
+            links.append(f'<{base}?{params}>; rel="{rel}"')
+    return Response(200, body, {"Link": ", ".join(links)} if links else {})
+
+
+def get_run(gh: FakeGitHub, req: ApiRequest, run_id: str) -> Response:
+    run = gh.state.find_run(int(run_id))
+    return Response(200, shapes.workflow_run(gh, run)) if run else error(404, "Not Found")
+
+
+def create_dispatch(gh: FakeGitHub, req: ApiRequest, workflow: str) -> Response:
+    body = req.body
+    if not _is_workflow(gh, workflow):
+        return error(404, "Not Found")
+    if not isinstance(body, dict):
+        return error(400, "Problems parsing JSON")
+    if gh.ghes and "return_run_details" in body:
+        return error(400, 'Invalid request.\n\n"return_run_details" is not a permitted key.')
+    ref = body.get("ref")
+    if not isinstance(ref, str) or not ref:
+        return error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
+    if ref not in ("main", "refs/heads/main"):
+        return error(422, f"No ref found for: {ref}")
+    if gh.workflow_state != "active":
+        return error(422, "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
+    given = body.get("inputs") or {}
+    if not isinstance(given, dict):
+        return error(422, "Invalid request.\n\nFor 'properties/inputs', is not an object.")
+    inputs, problem = gh.workflow_def.check_inputs(given)
+    if problem:
+        return error(422, problem)
+    run = gh.create_run(inputs, req.actor)
+    if body.get("return_run_details") is True:
+        run_json = shapes.workflow_run(gh, run)
+        details = {"workflow_run_id": run.id, "run_url": run_json["url"]}
+        return Response(200, dict(details, html_url=run_json["html_url"]))
+    return Response(204)
+
+
+def _is_workflow(gh: FakeGitHub, ident: str) -> bool:
+    names = (str(shapes.WORKFLOW_ID), WORKFLOW_PATH.rsplit("/", 1)[1])
+    return gh.workflow_state is not None and ident in names
+
+
+def _parse_time(text: str) -> datetime:
+    dt = datetime.fromisoformat(text.strip())
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _created_filter(expr: str):
+    """A predicate on epoch seconds for GitHub's ``created`` search syntax."""
+    expr = expr.strip()
+    if ".." in expr:
+        low, high = expr.split("..", 1)
+        lo = None if low in ("", "*") else _parse_time(low).timestamp()
+        hi = None if high in ("", "*") else _parse_time(high).timestamp()
+        return lambda t: (lo is None or t >= lo) and (hi is None or t <= hi)
+    for op in (">=", "<=", ">", "<"):
+        if expr.startswith(op):
+            bound = _parse_time(expr[len(op) :]).timestamp()
+            compare = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}[op]
+            return lambda t, compare=compare, bound=bound: compare(t, bound)
+    start = _parse_time(expr).timestamp()
+    end = start + (86400 if len(expr) <= 10 else 1)
+    return lambda t: start <= t < end
+
+
+# --- the route table ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str | None  # None: any method
+    pattern: str  # matched against the whole API path; {repo} is the emulated owner/name
+    handler: Callable[..., Response]
+    authenticated: bool = True  # False: answered as is, before the token is looked at
+    metered: bool = True  # spends the core rate limit
+
+
+_APP_TOKENS = r"/app/installations/(?P<installation_id>[^/]+)/access_tokens"
+_WORKFLOW = r"/repos/{repo}/actions/workflows/(?P<workflow>[^/]+)"
+
+# First match wins. A path no route matches is a 404 that still needs a token and spends the limit.
+ROUTES = (
+    Route("POST", _APP_TOKENS, create_installation_token, authenticated=False),
+    Route(None, _APP_TOKENS, not_found, authenticated=False),
+    Route("GET", r"/rate_limit", get_rate_limit, metered=False),
+    Route("GET", r"/repos/{repo}", get_repo),
+    Route("GET", r"/repos/{repo}/contents(?:/(?P<path>.*))?", get_contents),
+    Route("GET", r"/repos/{repo}/git/(?P<kind>ref|refs|matching-refs)/(?P<name>.+)", get_ref),
+    Route("GET", r"/repos/{repo}/git/trees/(?P<ident>[^/]+)", get_tree),
+    Route("GET", r"/repos/{repo}/git/blobs/(?P<sha>[^/]+)", get_blob),
+    Route("GET", r"/repos/{repo}/actions/workflows", list_workflows),
+    Route("GET", _WORKFLOW, get_workflow),
+    Route("GET", _WORKFLOW + "/runs", list_workflow_runs),
+    Route("POST", _WORKFLOW + "/dispatches", create_dispatch),
+    Route("GET", r"/repos/{repo}/actions/runs", list_runs),
+    Route("GET", r"/repos/{repo}/actions/runs/(?P<run_id>\d+)", get_run),
+)
+
+
+@cache
+def _compiled(repo: str) -> tuple[tuple[Route, re.Pattern], ...]:
+    owner_name = f"(?i:{re.escape(repo)})"  # owner/name match case-insensitively, as on GitHub
+    return tuple((route, re.compile(route.pattern.replace("{repo}", owner_name))) for route in ROUTES)
+
+
+def find_route(repo: str, method: str, path: str) -> tuple[Route | None, dict[str, str | None]]:
+    """The first route for this method and API path, with its path parameters."""
+    # Empty segments do not count: "/repos//demo/pods/" is "/repos/demo/pods".
+    path = "/" + "/".join(part for part in path.split("/") if part)
+    for route, pattern in _compiled(repo):
+        if route.method in (None, method) and (match := pattern.fullmatch(path)):
+            return route, match.groupdict()
+    return None, {}
+
+
+# --- the request pipeline -------------------------------------------------------------------------
+
+
+def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], raw: bytes):
+    """Answer one HTTP request: a Response, or DROP to close the socket unanswered."""
+    split = urlsplit(target)
+    path = unquote(split.path)
+    query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+    try:
+        body_json = json.loads(raw) if raw else None
+    except ValueError:
+        body_json = None
+    record = RecordedRequest(method, split.path, query, headers, raw, body_json)
+    with gh.state.lock:
+        gh.state.requests.append(record)
+        fault = gh.state.match_fault(method, split.path)
+        latency = gh.latency
+    is_api = _api_path(gh, path) is not None and not _web_match(gh, path)
+    if is_api and latency:
+        time.sleep(latency)
+    if fault is not None:
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.drop:
+            record.status = 0
+            return DROP
+        if fault.status is not None:
+            with gh.state.lock:
+                extra = shapes.rate_headers(gh.state)
+            response = Response(fault.status, fault.body, {**extra, **fault.headers})
+            record.status = response.status
+            return response
+    try:
+        response = _route(gh, method, path, query, headers, body_json)
+    except Exception as exc:  # a bug here must not kill the connection thread silently
+        response = Response(500, {"message": f"fakegithub error: {exc!r}"})
+    record.status = response.status
+    return response
+
+
+def _api_path(gh: FakeGitHub, path: str) -> str | None:
+    if not gh.api_prefix:
+        return path
+    if path == gh.api_prefix or path.startswith(gh.api_prefix + "/"):
+        return path[len(gh.api_prefix) :] or "/"
+    return None
+
+
+def _web_match(gh: FakeGitHub, path: str) -> re.Match | None:
+    prefix = f"/{gh.repo}/actions/".lower()
+    if not path.lower().startswith(prefix):
+        return None
+    return re.fullmatch(r"(runs|workflows)/([^/]+)/?", path[len(prefix) :])
+
+
+def _route(
+    gh: FakeGitHub, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: object
+) -> Response:
+    web = _web_match(gh, path)
+    if web is not None and method in ("GET", "HEAD"):
+        return _web_page(gh, web.group(1), web.group(2))
+    api_path = _api_path(gh, path)
+    if api_path is None:
+        return error(404, "Not Found")
+    with gh.state.lock:
+        extra = {"x-github-api-version-selected": "2022-11-28"}
+        if gh.ghes:
+            extra["x-github-enterprise-version"] = "3.20.0"
+        response = _api(gh, ApiRequest(method, query, headers, body), api_path)
+        response.headers = {**extra, **response.headers}
+        return response
+
+
+def _web_page(gh: FakeGitHub, kind: str, ident: str) -> Response:
+    html_type = "text/html; charset=utf-8"
+    with gh.state.lock:
+        if kind == "runs":
+            run = gh.state.find_run(int(ident)) if ident.isdigit() else None
+            if run is None:
+                return Response(404, b"<h1>404 Not Found</h1>", content_type=html_type)
+            page = shapes.run_page(run)
+        else:
+            page = shapes.workflow_page(gh, ident)
+    return Response(200, page.encode(), content_type=html_type)
+
+
+def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
+    route, params = find_route(gh.repo, req.method, path)
+    if route is not None and not route.authenticated:
+        return route.handler(gh, req, **params)
+
+    kind, token = _authenticate(gh, req.headers)
+    if kind is None:
+        message = "Requires authentication" if token is None else "Bad credentials"
+        return error(401, message)
+    auth_headers = {}
+    if kind == "classic" and gh.scopes is not None:
+        auth_headers["x-oauth-scopes"] = gh.scopes
+        auth_headers["x-accepted-oauth-scopes"] = "repo"
+    req.actor = shapes.fake_user(gh) if kind == "classic" else shapes.app_bot(gh)
+
+    metered = route is None or route.metered
+    if metered and req.method != "GET" and gh.state.rate_remaining <= 0:
+        return _rate_limited(gh, auth_headers)
+    response = route.handler(gh, req, **params) if route else error(404, "Not Found")
+    response.headers = {**auth_headers, **response.headers}
+    return _finish(gh, req, response, spend=metered)
+
+
+def _authenticate(gh: FakeGitHub, headers: dict[str, str]) -> tuple[str | None, str | None]:
+    """(kind, token): kind is "classic", "installation", or None when rejected."""
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() not in ("token", "bearer") or not token:
+        return None, None
+    token = token.strip()
+    if token == gh.token:
+        return "classic", token
+    expiry = gh.state.issued_tokens.get(token)
+    if expiry is not None and expiry > time.time():
+        return "installation", token
+    return None, token
+
+
+def _finish(gh: FakeGitHub, req: ApiRequest, response: Response, spend: bool) -> Response:
+    """Add the ETag (answering 304 to a matching If-None-Match) and spend the rate limit."""
+    encoded = None
+    if req.method == "GET" and response.status == 200:
+        encoded = encode(response.body)
+        etag = f'W/"{hashlib.sha256(encoded).hexdigest()[:40]}"'
+        response.headers["ETag"] = etag
+        wanted = req.headers.get("if-none-match", "")
+        candidates = {c.strip().removeprefix("W/") for c in wanted.split(",") if c.strip()}
+        if etag.removeprefix("W/") in candidates or "*" in candidates:
+            response.status, response.body = 304, None
+            response.headers.update(shapes.rate_headers(gh.state))
+            return response
+    if spend:
+        if gh.state.rate_remaining <= 0:
+            return _rate_limited(gh, {k: v for k, v in response.headers.items() if k.startswith("x-")})
+        gh.state.rate_remaining -= 1
+    response.headers.update(shapes.rate_headers(gh.state))
+    if encoded is not None:
+        response.body = encoded
+    return response
+
+
+def _rate_limited(gh: FakeGitHub, headers: dict) -> Response:
+    body = {"message": "API rate limit exceeded for user ID 1.", "documentation_url": RATE_LIMIT_DOCS}
+    return Response(403, body, {**headers, **shapes.rate_headers(gh.state)})
+
+
+def encode(body: object) -> bytes:
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    return json.dumps(body).encode()
+
+
+# --- the HTTP server ------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    gh: FakeGitHub
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def version_string(self) -> str:
+        return "GitHub.com"
+
+    def log_message(self, format, *args) -> None:  # quiet
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        response = handle(self.server.gh, self.command, self.path, headers, raw)
+        if response is DROP:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.status in (204, 304):
+            self.end_headers()
+            return
+        body = encode(response.body)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+
+def make_server(gh: FakeGitHub, port: int = 0) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 answering for ``gh`` (0 = any free port); call serve_forever()."""
+    httpd = _Server(("127.0.0.1", port), _Handler)
+    httpd.gh = gh
+    return httpd
