@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 
-from . import github
+from . import gh
 
 REPORT_KEY = "health:github:report"
 PROBE_LOCK_KEY = "health:github:probe-lock"
@@ -37,7 +37,7 @@ def _github_report() -> dict | None:
         return report
     if cache.add(PROBE_LOCK_KEY, True, timeout=period):
         try:
-            report = dataclasses.asdict(github.health_probe())
+            report = dataclasses.asdict(gh.health_probe())
         except Exception:
             cache.delete(PROBE_LOCK_KEY)  # let the next request probe again
             raise

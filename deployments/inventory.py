@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from . import github, podspec
+from . import gh, podspec
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _load(*, revalidate: bool) -> Listing:
     listing = _listing(base, meta["etag"]) if meta else None
     if listing and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS):
         return listing
-    tree = github.get_spec_tree(etag=meta["etag"] if listing else None)
+    tree = gh.get_spec_tree(etag=meta["etag"] if listing else None)
     if tree is None:  # 304: nothing changed since the cached listing
         cache.set(f"{base}:meta", {"etag": meta["etag"], "checked_at": time.time()}, timeout=None)
         return listing
@@ -131,7 +131,7 @@ def expire() -> None:
         cache.set(f"{base}:meta", {**meta, "checked_at": 0.0}, timeout=None)
 
 
-def _build(entries: tuple[github.TreeEntry, ...], previous: dict[tuple[str, str], Pod]) -> list[Pod]:
+def _build(entries: tuple[gh.TreeEntry, ...], previous: dict[tuple[str, str], Pod]) -> list[Pod]:
     prefix_parts = len(settings.SPECS_PATH.split("/"))
     wanted = []
     for entry in entries:
@@ -154,13 +154,13 @@ def _blob_texts(shas: set[str]) -> dict[str, str]:
     missing = sorted(shas - texts.keys())
     if missing:
         with ThreadPoolExecutor(max_workers=min(BLOB_FETCH_WORKERS, len(missing))) as pool:
-            fetched = dict(zip(missing, pool.map(github.get_blob_text, missing), strict=True))
+            fetched = dict(zip(missing, pool.map(gh.get_blob_text, missing), strict=True))
         cache.set_many({f"blob:{sha}": text for sha, text in fetched.items()}, timeout=None)
         texts.update(fetched)
     return texts
 
 
-def _parse(entry: github.TreeEntry, customer: str, environment: str, text: str) -> Pod:
+def _parse(entry: gh.TreeEntry, customer: str, environment: str, text: str) -> Pod:
     try:
         spec = podspec.parse(text, settings.ALLOWED_INSTANCE_TYPES)
     except podspec.SpecError as exc:

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import github, inventory, podspec
+from . import gh, inventory, podspec
 from .models import DeploymentRequest
 
 logger = logging.getLogger(__name__)
@@ -120,14 +120,14 @@ def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequ
     pod) and the portal's GitHubError is raised for the caller to show.
     """
     try:
-        result = github.dispatch(inputs=request.inputs)
-    except github.GitHubError as exc:
+        result = gh.dispatch(inputs=request.inputs)
+    except gh.GitHubError as exc:
         _record_failure(request, exc.error_type, exc.message)
         raise
     except Exception:
         logger.exception("dispatch of request %s failed unexpectedly", request.pk)
         _record_failure(request, "server_error", "Unexpected error while triggering the workflow.")
-        raise github.GitHubError(
+        raise gh.GitHubError(
             "Unexpected error while triggering the workflow. The details are in the log."
         ) from None
     # Conditional updates: a webhook may already have moved the request on (or set its run).
@@ -164,7 +164,7 @@ def _record_failure(request: DeploymentRequest, error_type: str, message: str) -
     )
 
 
-def request_for_run(run: github.RunState) -> DeploymentRequest | None:
+def request_for_run(run: gh.RunState) -> DeploymentRequest | None:
     """The request a run belongs to: by the ``[request_id]`` in its title, else by run id."""
     match = REQUEST_ID_RE.search(run.display_title)
     if match:
@@ -174,7 +174,7 @@ def request_for_run(run: github.RunState) -> DeploymentRequest | None:
     return DeploymentRequest.objects.filter(run_id=run.run_id).order_by("-created_at").first()
 
 
-def deployment_request_apply_run(*, request: DeploymentRequest, run: github.RunState) -> bool:
+def deployment_request_apply_run(*, request: DeploymentRequest, run: gh.RunState) -> bool:
     """Record a run's state on its request. Never moves a request backwards.
 
     Returns True when the request changed. Safe to call from the webhook and the sync at once.
@@ -261,11 +261,11 @@ def deployment_request_release(*, request: DeploymentRequest, user: AbstractBase
     return bool(updated)
 
 
-def _run_cheaply(run_id: int) -> github.RunState:
+def _run_cheaply(run_id: int) -> gh.RunState:
     """The run, by a conditional GET against the last answer kept in the cache."""
     key = f"run:{settings.GITHUB_API_URL}:{settings.GH_REPO}:{run_id}"
     cached = cache.get(key)
-    run = github.get_run(run_id, etag=cached.etag if cached else None) or cached
+    run = gh.get_run(run_id, etag=cached.etag if cached else None) or cached
     cache.set(key, run, timeout=24 * 3600)
     return run
 
@@ -288,8 +288,8 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
             if request.run_id:
                 run = _run_cheaply(request.run_id)
             else:
-                run = github.find_run(request_id=request.request_id, since=request.created_at)
-        except github.GitHubError as exc:
+                run = gh.find_run(request_id=request.request_id, since=request.created_at)
+        except gh.GitHubError as exc:
             counts["errors"] += 1
             logger.warning("sync of request %s failed: %s", request.pk, exc.message)
             run = None  # still closed when too old, or a broken lookup would hold the pod for ever

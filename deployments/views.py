@@ -8,7 +8,7 @@ from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from . import github, health, inventory, podspec, services
+from . import gh, health, inventory, podspec, services
 from .forms import DeploymentForm
 from .models import DeploymentRequest
 
@@ -26,8 +26,8 @@ def error_page(request, *, status: int, error_type: str, title: str, message: st
     return render(request, "error.html", context, status=status)
 
 
-def github_error_page(request, exc: github.GitHubError, **extra) -> HttpResponse:
-    if isinstance(exc, github.GitHubRateLimitError):
+def github_error_page(request, exc: gh.GitHubError, **extra) -> HttpResponse:
+    if isinstance(exc, gh.GitHubRateLimitError):
         extra |= {"rate_limit": {"remaining": exc.remaining, "limit": exc.limit, "reset_at": exc.reset_at}}
     return error_page(
         request,
@@ -43,7 +43,7 @@ def github_error_page(request, exc: github.GitHubError, **extra) -> HttpResponse
 def pod_list(request):
     try:
         listing = inventory.listing()
-    except github.GitHubError as exc:
+    except gh.GitHubError as exc:
         return github_error_page(request, exc)
     query = request.GET.get("q", "").strip().lower()
     pods = listing.pods
@@ -86,7 +86,7 @@ def pod_new(request):
 def pod_edit(request, customer: str, environment: str):
     try:
         pod = inventory.get_pod(customer, environment)
-    except github.GitHubError as exc:
+    except gh.GitHubError as exc:
         return github_error_page(request, exc)
     if pod is None:
         return _unknown_pod(request, f"Pod {customer}/{environment} does not exist.")
@@ -125,7 +125,7 @@ def deploy_preview(request):
     try:
         if not form.is_valid():
             return _invalid_form(request, form)
-    except github.GitHubError as exc:
+    except gh.GitHubError as exc:
         return github_error_page(request, exc)
     spec = form.spec
     context = {
@@ -160,7 +160,7 @@ def deploy(request):
     try:
         if not form.is_valid():
             return _invalid_form(request, form)
-    except github.GitHubError as exc:
+    except gh.GitHubError as exc:
         return github_error_page(request, exc)
     key = form.cleaned_data["idempotency_key"]
     # A resubmitted form whose deployment already landed is "unchanged" now: it still leads to it.
@@ -189,7 +189,7 @@ def deploy(request):
     if created:
         try:
             services.deployment_request_dispatch(request=deployment)
-        except github.GitHubError as exc:
+        except gh.GitHubError as exc:
             return github_error_page(request, exc, deployment=deployment)
     return redirect(deployment)
 
@@ -229,7 +229,7 @@ def request_detail(request, pk: int):
             deployment.spec_after,
             path=podspec.spec_path(settings.SPECS_PATH, deployment.customer, deployment.environment),
         ),
-        "actions_url": github.actions_url(),
+        "actions_url": gh.actions_url(),
     }
     return render(request, "deployments/request_detail.html", context)
 

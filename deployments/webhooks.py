@@ -17,7 +17,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import github, services
+from . import gh, services
 from .models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
         return _answer(202, f"Event '{event}' ignored.")
     try:
         payload = json.loads(body)
-        run = github.run_state_from_payload(payload["workflow_run"])
+        run = gh.run_state_from_payload(payload["workflow_run"])
     except (ValueError, KeyError, TypeError):
         return _answer(400, "Not a workflow_run payload.")
     with transaction.atomic():

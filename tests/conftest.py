@@ -2,7 +2,8 @@ import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache, caches
 
-from deployments import github, inventory
+from deployments import gh as portal_gh
+from deployments import inventory
 
 pytest_plugins = ["fakegithub.pytest_plugin"]
 
@@ -35,7 +36,7 @@ def use_emulator(fakegithub, settings):
     settings.GH_REPO = "demo/pods"
     settings.GITHUB_WEBHOOK_SECRET = fakegithub.webhook_secret = "test-webhook-secret"
     settings.INVENTORY_FRESH_SECONDS = 0  # every listing asks GitHub, so tests see each request
-    github._run_details_unsupported.clear()
+    portal_gh.reset()
     inventory._memo.clear()
     cache.clear()
     caches["fragments"].clear()

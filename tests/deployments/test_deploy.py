@@ -2,7 +2,8 @@ import uuid
 
 import pytest
 
-from deployments import github, podspec, services
+from deployments import gh as portal_gh
+from deployments import podspec, services
 from deployments.models import DeploymentRequest
 from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form, post_concurrently, put_pods
 
@@ -255,7 +256,7 @@ def create_request(user) -> DeploymentRequest:
 def test_missing_ref_is_reported_with_github_message(gh, deployer, settings):
     request = create_request(deployer)
     settings.DEPLOY_REF = "nope"
-    with pytest.raises(github.GitHubValidationError) as exc:
+    with pytest.raises(portal_gh.GitHubValidationError) as exc:
         services.deployment_request_dispatch(request=request)
     assert exc.value.http_status == 422
     assert exc.value.message == "Workflow rejected inputs: No ref found for: nope"
@@ -337,7 +338,7 @@ def test_dropped_connection_dispatch_is_sent_once(gh, deployer_client):
 def test_unreachable_github_dispatch_is_503_and_request_kept(gh, deployer, settings):
     request = create_request(deployer)
     settings.GITHUB_API_URL = "http://127.0.0.1:9"
-    with pytest.raises(github.GitHubUnavailableError) as exc:
+    with pytest.raises(portal_gh.GitHubUnavailableError) as exc:
         services.deployment_request_dispatch(request=request)
     assert exc.value.http_status == 503
     assert_failure_recorded("service_unavailable", "Could not reach GitHub")

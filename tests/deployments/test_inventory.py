@@ -4,7 +4,8 @@ import uuid
 import pytest
 from django.core.cache import cache
 
-from deployments import github, inventory, podspec
+from deployments import gh as portal_gh
+from deployments import inventory, podspec
 from tests.helpers import put_pods
 
 
@@ -123,7 +124,7 @@ def test_finished_deployment_makes_the_next_listing_ask_github(
         user=deployer, spec=spec, mode="edit", spec_before=None, idempotency_key=uuid.uuid4()
     )
     services.deployment_request_dispatch(request=request)
-    run = github.run_state_from_payload(gh.complete_run(request.run_id))
+    run = portal_gh.run_state_from_payload(gh.complete_run(request.run_id))
     with django_capture_on_commit_callbacks(execute=True):
         services.deployment_request_apply_run(request=request, run=run)
     assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
@@ -193,7 +194,7 @@ def test_spec_blobs_stay_cached_beyond_the_default_cache_size(gh, db):
 
 def test_truncated_tree_is_flagged_on_the_page(gh, viewer_client):
     entry = {"path": "pods/acme/prod/spec.yml", "mode": "100644", "type": "blob", "size": 10}
-    entry["sha"] = next(e.sha for e in github.get_spec_tree().entries if e.path == entry["path"])
+    entry["sha"] = next(e.sha for e in portal_gh.get_spec_tree().entries if e.path == entry["path"])
     gh.add_fault(
         "GET", r"/git/trees/", status=200, body={"sha": "0" * 40, "tree": [entry], "truncated": True}
     )

@@ -3,7 +3,7 @@
 import pytest
 from django.core.cache import cache
 
-from deployments import github
+from deployments import gh as portal_gh
 from deployments.models import DeploymentRequest
 from fakegithub import FakeGitHub
 from fakegithub.pytest_plugin import PROJECT_PODS
@@ -29,9 +29,9 @@ def app_gh(gh, settings):
     settings.GITHUB_APP_ID = str(apphelpers.APP_ID)
     settings.GITHUB_APP_PRIVATE_KEY = apphelpers.configure_app(gh)
     settings.GITHUB_APP_INSTALLATION_ID = str(apphelpers.INSTALLATION_ID)
-    github._cached_client.cache_clear()
+    portal_gh.reset()
     yield gh
-    github._cached_client.cache_clear()
+    portal_gh.reset()
 
 
 def test_app_lists_pods_with_an_installation_token(app_gh, viewer_client):
@@ -76,11 +76,11 @@ def ghes(settings, db):
     settings.GITHUB_API_URL = server.api_url
     settings.GH_TOKEN = "test-token"
     settings.GH_REPO = "demo/pods"
-    github._run_details_unsupported.clear()
+    portal_gh.reset()
     cache.clear()
     yield server
     server.stop()
-    github._run_details_unsupported.clear()
+    portal_gh.reset()
 
 
 def test_ghes_lists_pods_through_api_v3(ghes, viewer_client):
@@ -119,6 +119,6 @@ def test_ghes_run_not_found_yet_links_the_ghes_actions_page(ghes, deployer_clien
 
 def test_web_url_of_ghes_and_github_com(settings):
     settings.GITHUB_API_URL = "https://ghe.example.com/api/v3"
-    assert github.web_url() == "https://ghe.example.com"
+    assert portal_gh.web_url() == "https://ghe.example.com"
     settings.GITHUB_API_URL = "https://api.github.com"
-    assert github.web_url() == "https://github.com"
+    assert portal_gh.web_url() == "https://github.com"

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.core.cache import cache
 
-from deployments import github
+from deployments import gh as portal_gh
 from tests.conftest import make_user
 from tests.fakegithub import apphelpers
 from tests.helpers import EDIT_ACME_PROD, form
@@ -84,7 +84,7 @@ def test_app_private_key_never_logged_or_rendered(secret_portal, settings, clien
     settings.GITHUB_APP_ID = str(apphelpers.APP_ID)
     settings.GITHUB_APP_PRIVATE_KEY = private_key
     settings.GITHUB_APP_INSTALLATION_ID = str(apphelpers.INSTALLATION_ID)
-    github._cached_client.cache_clear()  # a cached client's installation token died with the last reset
+    portal_gh.reset()  # a cached client's installation token died with the last reset
     client.force_login(make_user(username="sam", deployer=True, staff=True, superuser=True))
     bodies = drive_every_page(client, secret_portal)
     assert secrets_in(caplog.text, private_key) == []

@@ -1,0 +1,56 @@
+"""Everything the portal asks of GitHub. The only package that imports PyGithub.
+
+Functions read settings when called, return plain dataclasses and raise the portal's own
+``GitHubError`` subclasses, so callers never see a PyGithub object or exception.
+
+Callers write ``from deployments import gh`` and use the names below. The modules: ``errors``
+(the portal's exceptions, translated from PyGithub's), ``client`` (credentials, the configured
+PyGithub clients and what the process remembers about GitHub: ``state``), ``specs`` (spec.yml
+blobs), ``runs`` (dispatching the deploy workflow, following its runs), ``health`` (the /health
+probe). Names with a leading underscore are shared between these modules only.
+"""
+
+from .client import actions_url, auth_kind, state, web_url
+from .errors import (
+    GitHubAPIError,
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFoundError,
+    GitHubPermissionError,
+    GitHubRateLimitError,
+    GitHubUnavailableError,
+    GitHubValidationError,
+)
+from .health import HealthReport, health_probe
+from .runs import DispatchResult, RunState, dispatch, find_run, get_run, run_state_from_payload
+from .specs import SpecTree, TreeEntry, get_blob_text, get_spec_tree
+
+reset = state.reset
+
+__all__ = [
+    "DispatchResult",
+    "GitHubAPIError",
+    "GitHubAuthError",
+    "GitHubError",
+    "GitHubNotFoundError",
+    "GitHubPermissionError",
+    "GitHubRateLimitError",
+    "GitHubUnavailableError",
+    "GitHubValidationError",
+    "HealthReport",
+    "RunState",
+    "SpecTree",
+    "TreeEntry",
+    "actions_url",
+    "auth_kind",
+    "dispatch",
+    "find_run",
+    "get_blob_text",
+    "get_run",
+    "get_spec_tree",
+    "health_probe",
+    "reset",
+    "run_state_from_payload",
+    "state",
+    "web_url",
+]

@@ -1,0 +1,137 @@
+"""The portal's GitHub errors, and the translation of PyGithub and transport failures into them.
+
+Each error carries the HTTP status to answer, the seed's ``error_type`` and a message a person
+can act on; one error template renders them all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import requests
+from django.conf import settings
+from github import GithubException
+
+
+class GitHubError(Exception):
+    """A GitHub call failed. Carries the HTTP status to answer, the error type and a message."""
+
+    http_status = 500
+    error_type = "server_error"
+    title = "Deployment Failed"
+
+    def __init__(self, message: str, *, title: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if title:
+            self.title = title
+
+
+class GitHubPermissionError(GitHubError):
+    http_status = 403
+    error_type = "forbidden"
+    title = "Permission Denied"
+
+
+class GitHubNotFoundError(GitHubError):
+    http_status = 404
+    error_type = "not_found"
+    title = "Not Found"
+
+
+class GitHubValidationError(GitHubError):
+    http_status = 422
+    error_type = "validation"
+    title = "Invalid Workflow Inputs"
+
+
+class GitHubUnavailableError(GitHubError):
+    http_status = 503
+    error_type = "service_unavailable"
+    title = "GitHub Unavailable"
+
+
+class GitHubAPIError(GitHubError):
+    """GitHub answered with a server error (5xx)."""
+
+    http_status = 503
+    error_type = "api_error"
+    title = "GitHub API Error"
+
+
+class GitHubAuthError(GitHubUnavailableError):
+    title = "GitHub Rejected the Portal's Credentials"
+
+
+class GitHubRateLimitError(GitHubUnavailableError):
+    title = "GitHub Rate Limit Reached"
+
+    def __init__(
+        self, message: str, *, remaining: int | None, limit: int | None, reset_at: dt.datetime | None
+    ):
+        super().__init__(message)
+        self.remaining = remaining
+        self.limit = limit
+        self.reset_at = reset_at
+
+
+def _translate(
+    exc: Exception, *, not_found: str, forbidden: str, not_found_title: str = "Not Found"
+) -> GitHubError:
+    """Turn a PyGithub or transport failure into the portal's error, with an actionable message.
+
+    No side effects: callers go through ``client._failure``, which also drops the cached clients on a 401.
+    """
+    if isinstance(exc, requests.exceptions.Timeout):
+        return GitHubUnavailableError(
+            f"GitHub did not answer within {settings.GITHUB_TIMEOUT} s. Try again in a minute."
+        )
+    if isinstance(exc, requests.exceptions.RequestException):
+        return GitHubUnavailableError(
+            "Could not reach GitHub (connection failed). Check the network and try again in a minute."
+        )
+    if not isinstance(exc, GithubException):
+        return GitHubError("Unexpected error while talking to GitHub. The details are in the server log.")
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    data = exc.data if isinstance(exc.data, dict) else {}
+    message = str(data.get("message") or "").strip()
+    remaining = headers.get("x-ratelimit-remaining")
+    if exc.status in (403, 429) and (
+        remaining == "0" or "retry-after" in headers or "rate limit" in message.lower()
+    ):
+        reset = headers.get("x-ratelimit-reset")
+        reset_at = dt.datetime.fromtimestamp(int(reset), dt.UTC) if reset and reset.isdigit() else None
+        if "retry-after" in headers and headers["retry-after"].isdigit():
+            reset_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=int(headers["retry-after"]))
+        limit = headers.get("x-ratelimit-limit")
+        when = reset_at.strftime("%H:%M:%S UTC") if reset_at else "a few minutes"
+        return GitHubRateLimitError(
+            f"GitHub's API rate limit is used up ({remaining or 0} of {limit or '?'} requests left). "
+            f"It resets at {when}; try again then.",
+            remaining=int(remaining) if remaining and remaining.isdigit() else None,
+            limit=int(limit) if limit and limit.isdigit() else None,
+            reset_at=reset_at,
+        )
+    if exc.status == 401:
+        return GitHubAuthError(
+            "GitHub rejected the portal's credentials (401 Bad credentials). "
+            "Update GH_TOKEN, or the GitHub App settings, and restart the portal."
+        )
+    if exc.status == 403:
+        return GitHubPermissionError(forbidden)
+    if exc.status == 404:
+        return GitHubNotFoundError(not_found, title=not_found_title)
+    if exc.status == 422:
+        return GitHubValidationError(f"Workflow rejected inputs: {message or 'Unknown error'}")
+    if exc.status >= 500:
+        return GitHubAPIError(
+            f"GitHub answered {exc.status} ({message or 'server error'}). Try again in a minute."
+        )
+    return GitHubError(f"GitHub answered {exc.status}: {message or 'unexpected response'}.")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, GithubException):
+        message = exc.data.get("message") if isinstance(exc.data, dict) else ""
+        return f"{exc.status} {message}"
+    return type(exc).__name__
