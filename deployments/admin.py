@@ -2,12 +2,13 @@ import csv
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils.html import format_html
 
 from . import services
-from .models import DeploymentRequest
+from .models import DeploymentEvent, DeploymentRequest
 
 CSV_FIELDS = (
     "id",
@@ -37,8 +38,44 @@ class ReleaseForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), help_text="Recorded on each request.")
 
 
+class ReadOnlyMixin:
+    """The audit history: read-only for everyone, superusers included."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class DeploymentEventInline(ReadOnlyMixin, admin.TabularInline):
+    model = DeploymentEvent
+    fields = ("at", "source", "actor", "from_status", "to_status", "message", "data")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(DeploymentEvent)
+class DeploymentEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("at", "request", "source", "actor", "from_status", "to_status", "message")
+    list_filter = ("source", "to_status", "from_status", "actor")
+    search_fields = (
+        "message",
+        "request__customer",
+        "request__environment",
+        "actor__username",
+        "=request__id",
+    )
+    date_hierarchy = "at"
+    list_select_related = ("request", "actor")
+
+
 @admin.register(DeploymentRequest)
-class DeploymentRequestAdmin(admin.ModelAdmin):
+class DeploymentRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The audit history: read-only for everyone, superusers included."""
 
     list_display = ("created_at", "requested_by", "pod", "mode", "status", "conclusion", "run_link")
@@ -47,15 +84,7 @@ class DeploymentRequestAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("requested_by",)
     actions = ["export_csv", "release_lock"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    inlines = [DeploymentEventInline]
 
     @admin.display(description="pod", ordering="customer")
     def pod(self, obj):
@@ -96,7 +125,7 @@ class DeploymentRequestAdmin(admin.ModelAdmin):
             "title": "Release stuck pod locks",
             "queryset": queryset.filter(status__in=DeploymentRequest.ACTIVE_STATUSES),
             "form": form,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "opts": self.model._meta,
         }
         return render(request, "admin/deployments/release_lock.html", context)

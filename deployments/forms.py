@@ -11,8 +11,9 @@ from .models import DeploymentRequest
 class DeploymentForm(forms.Form):
     """Edit or create a pod. The field rules are podspec's, shared with the deploy workflow.
 
-    ``clean()`` also checks the pod against the inventory: a new pod that already exists is a
-    ``duplicate_pod`` error, an edited pod that does not exist an ``unknown_pod`` error.
+    ``clean()`` also checks the pod against the ``listing`` the view hands in: a new pod that
+    already exists is a ``duplicate_pod`` error, an edited pod that does not exist an
+    ``unknown_pod`` error. The form itself never asks GitHub.
     """
 
     customer = forms.CharField(max_length=podspec.MAX_VALUE_LENGTH, strip=False)
@@ -23,11 +24,11 @@ class DeploymentForm(forms.Form):
     mode = forms.ChoiceField(choices=DeploymentRequest.Mode.choices, widget=forms.HiddenInput)
     idempotency_key = forms.UUIDField(widget=forms.HiddenInput)
 
-    def __init__(self, *args, revalidate: bool = True, **kwargs):
+    def __init__(self, *args, listing: inventory.Listing | None = None, **kwargs):
         kwargs.setdefault("initial", {})
         kwargs["initial"].setdefault("idempotency_key", uuid.uuid4())
         super().__init__(*args, **kwargs)
-        self.revalidate = revalidate
+        self.listing = listing
         self.pod: inventory.Pod | None = None
         self.fields["instance_type"].widget.choices = [(t, t) for t in settings.ALLOWED_INSTANCE_TYPES]
         if self.initial.get("mode") == DeploymentRequest.Mode.EDIT or self.data.get("mode") == "edit":
@@ -58,10 +59,12 @@ class DeploymentForm(forms.Form):
 
     def clean(self):
         data = super().clean()
-        if self.errors:
+        if self.errors or data is None:
             return data
         customer, environment = data["customer"], data["environment"]
-        self.pod = inventory.get_pod(customer, environment, revalidate=self.revalidate)
+        if self.listing is None:
+            raise TypeError("A bound DeploymentForm needs the pod listing to validate against.")
+        self.pod = self.listing.by_key.get(f"{customer}/{environment}")
         if data["mode"] == DeploymentRequest.Mode.NEW and self.pod:
             raise ValidationError(f"Pod {customer}/{environment} already exists.", code="duplicate_pod")
         if data["mode"] == DeploymentRequest.Mode.EDIT and not self.pod:

@@ -97,7 +97,8 @@ def _load(*, revalidate: bool) -> Listing:
     if listing and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS):
         return listing
     tree = gh.get_spec_tree(etag=meta["etag"] if listing else None)
-    if tree is None:  # 304: nothing changed since the cached listing
+    if tree is None:  # 304: nothing changed since the cached listing (only asked with its etag)
+        assert listing is not None and meta is not None
         cache.set(f"{base}:meta", {"etag": meta["etag"], "checked_at": time.time()}, timeout=None)
         return listing
     previous = {(pod.path, pod.sha): pod for pod in listing.pods} if listing else {}

@@ -1,7 +1,34 @@
+from typing import Any, NoReturn
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils import timezone
+
+from . import lifecycle
+
+
+class LifecycleError(Exception):
+    """A status written other than through ``lifecycle.transition()``, or an event changed."""
+
+
+class DeploymentRequestQuerySet(models.QuerySet):
+    """Refuses status writes: only ``lifecycle.transition()`` moves a request."""
+
+    def update(self, **kwargs: Any) -> int:
+        if "status" in kwargs:
+            raise LifecycleError("A request's status changes only through lifecycle.transition().")
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        if "status" in fields:
+            raise LifecycleError("A request's status changes only through lifecycle.transition().")
+        return super().bulk_update(objs, fields, batch_size=batch_size)
+
+    def _transition(self, **kwargs: Any) -> int:
+        """The conditional update behind ``lifecycle.transition()``; nothing else calls it."""
+        return super().update(**kwargs)
 
 
 class DeploymentRequest(models.Model):
@@ -15,24 +42,9 @@ class DeploymentRequest(models.Model):
         EDIT = "edit", "Edit"
         NEW = "new", "New pod"
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        DISPATCHED = "dispatched", "Dispatched"
-        QUEUED = "queued", "Queued"
-        IN_PROGRESS = "in_progress", "In progress"
-        COMPLETED = "completed", "Completed"
-        DISPATCH_FAILED = "dispatch_failed", "Dispatch failed"
-
-    ACTIVE_STATUSES = (Status.PENDING, Status.DISPATCHED, Status.QUEUED, Status.IN_PROGRESS)
-    # Order of progress: an event never moves a request backwards.
-    STATUS_RANK = {
-        Status.PENDING: 0,
-        Status.DISPATCHED: 1,
-        Status.QUEUED: 2,
-        Status.IN_PROGRESS: 3,
-        Status.COMPLETED: 4,
-        Status.DISPATCH_FAILED: 4,
-    }
+    Status = lifecycle.Status
+    Conclusion = lifecycle.Conclusion
+    ACTIVE_STATUSES = lifecycle.ACTIVE_STATUSES
 
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deployment_requests"
@@ -52,8 +64,8 @@ class DeploymentRequest(models.Model):
         unique=True, help_text="Issued with the form; also the run's request_id"
     )
 
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
-    conclusion = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    conclusion = models.CharField(max_length=20, choices=Conclusion.choices, blank=True)
     # Not unique: run ids are unique per GitHub host, and a portal may have talked to several.
     run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     run_url = models.URLField(max_length=500, blank=True)
@@ -72,6 +84,8 @@ class DeploymentRequest(models.Model):
     )
     release_reason = models.TextField(blank=True)
 
+    objects = DeploymentRequestQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("release_lock", "Can release a stuck pod lock")]
@@ -79,15 +93,27 @@ class DeploymentRequest(models.Model):
             # At most one active request per pod, across every worker and host.
             models.UniqueConstraint(
                 fields=["customer", "environment"],
-                condition=Q(status__in=["pending", "dispatched", "queued", "in_progress"]),
+                condition=Q(status__in=lifecycle.ACTIVE_STATUSES),
                 name="one_active_request_per_pod",
                 violation_error_message="A deployment of this pod is already in progress.",
+            ),
+            models.CheckConstraint(
+                condition=Q(conclusion__in=["", *lifecycle.Conclusion.values]), name="known_conclusion"
             ),
         ]
         indexes = [models.Index(fields=["customer", "environment", "-created_at"])]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.pod} ({self.get_status_display()})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A new request starts pending; after that only lifecycle.transition() writes the status.
+        if self._state.adding:
+            if self.status != self.Status.PENDING:
+                raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
+        elif "status" in (kwargs.get("update_fields") or ["status"]):
+            raise LifecycleError("Save a request with update_fields that leave out status.")
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("request_detail", args=[self.pk])
@@ -102,7 +128,14 @@ class DeploymentRequest(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.status in self.ACTIVE_STATUSES
+        return lifecycle.is_active(self.status)
+
+    @property
+    def failed(self) -> bool:
+        """Whether it ended badly: not started, refused, or a run that did not succeed."""
+        if self.status == self.Status.COMPLETED:
+            return self.conclusion not in lifecycle.GOOD_CONCLUSIONS
+        return self.status in (self.Status.DISPATCH_FAILED, self.Status.REJECTED, self.Status.EXPIRED)
 
     @property
     def outcome(self) -> str:
@@ -110,6 +143,68 @@ class DeploymentRequest(models.Model):
         if self.status == self.Status.COMPLETED:
             return self.conclusion or "completed"
         return self.status
+
+
+class DeploymentEventQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise LifecycleError("Deployment events are never changed.")
+
+    def delete(self) -> NoReturn:
+        raise LifecycleError("Deployment events are never deleted.")
+
+
+class DeploymentEvent(models.Model):
+    """One change of a request's state, or one notable fact about it: the audit trail.
+
+    Written in the same transaction as the change, by ``deployments.lifecycle``; never changed
+    or deleted afterwards. A fact that is not a move has ``from_status == to_status``; the
+    request's creation has an empty ``from_status``.
+    """
+
+    Source = lifecycle.Source
+
+    request = models.ForeignKey(DeploymentRequest, on_delete=models.PROTECT, related_name="events")
+    at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    # Null when GitHub or the portal itself (webhook, sync, system) caused it.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=8, choices=Source.choices)
+    from_status = models.CharField(max_length=20, choices=lifecycle.Status.choices, blank=True)
+    to_status = models.CharField(max_length=20, choices=lifecycle.Status.choices)
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True, help_text="Run id, attempt, delivery id, error type…")
+
+    objects = DeploymentEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"#{self.request_id} {self.from_status or '∅'} → {self.to_status} ({self.source})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LifecycleError("Deployment events are never changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise LifecycleError("Deployment events are never deleted.")
+
+    @property
+    def is_move(self) -> bool:
+        return self.from_status != self.to_status
+
+    @property
+    def failed(self) -> bool:
+        """Whether this event is a failure (drawn red on the timeline)."""
+        if self.to_status == lifecycle.Status.COMPLETED and self.is_move:
+            return self.data.get("conclusion") not in lifecycle.GOOD_CONCLUSIONS
+        return self.to_status in (
+            lifecycle.Status.DISPATCH_FAILED,
+            lifecycle.Status.REJECTED,
+            lifecycle.Status.EXPIRED,
+        ) or bool(self.data.get("error_type"))
 
 
 class WebhookDelivery(models.Model):

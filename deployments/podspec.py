@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import yaml
 
@@ -130,7 +131,7 @@ def validate(data: Mapping[str, object], allowed_types: Iterable[str] = DEFAULT_
         "instance_type": lambda v: validate_instance_type(v, allowed_types),
         "waf_enabled": validate_waf_enabled,
     }
-    values = {}
+    values: dict[str, Any] = {}
     for field, check in checks.items():
         if field not in data:
             errors[field] = f"{field} is required"

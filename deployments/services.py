@@ -1,33 +1,28 @@
-"""Every write to DeploymentRequest happens here."""
+"""Every write to DeploymentRequest happens here; every change of its status goes through
+``lifecycle.transition()``, which also records the event."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import uuid
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as Account
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import gh, inventory, podspec
+from . import gh, inventory, lifecycle, podspec, selectors
+from .lifecycle import Source, Status
 from .models import DeploymentRequest
 
 logger = logging.getLogger(__name__)
 
-Status = DeploymentRequest.Status
-REQUEST_ID_RE = re.compile(r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
-RUN_STATUS = {
-    "requested": Status.QUEUED,
-    "queued": Status.QUEUED,
-    "waiting": Status.QUEUED,
-    "pending": Status.QUEUED,
-    "in_progress": Status.IN_PROGRESS,
-    "completed": Status.COMPLETED,
-}
+# Who acted: a signed-in person (the view's request.user), or nobody for GitHub and the portal.
+User = Account | AnonymousUser
 
 
 class AlreadySubmitted(Exception):
@@ -46,39 +41,46 @@ class PodLocked(Exception):
         self.holder = holder
 
 
-def _log_fields(request: DeploymentRequest, **more) -> dict:
+class NothingToDeploy(Exception):
+    """The submitted values are the pod's current spec."""
+
+    def __init__(self, pod: str):
+        super().__init__(f"The values are the same as the current spec of {pod}.")
+
+
+def _log_fields(request: DeploymentRequest, **more: Any) -> dict[str, Any]:
     """Structured fields for the JSON log line of an event on ``request``."""
     return {"extra": {"deployment_request": request.pk, "pod": request.pod, **more}}
 
 
-def active_request_for_pod(*, customer: str, environment: str) -> DeploymentRequest | None:
-    return (
-        DeploymentRequest.objects.filter(
-            customer=customer, environment=environment, status__in=DeploymentRequest.ACTIVE_STATUSES
-        )
-        .select_related("requested_by")
-        .first()
-    )
+def workflow_inputs(*, spec: podspec.PodSpec, idempotency_key: uuid.UUID) -> dict[str, str]:
+    """The exact ``workflow_dispatch`` inputs for ``spec``: shown in the preview, then sent."""
+    return spec.workflow_inputs() | {"request_id": str(idempotency_key)}
 
 
 def deployment_request_create(
     *,
-    user: AbstractBaseUser,
+    user: Account,
     spec: podspec.PodSpec,
     mode: str,
-    spec_before: str | None,
+    current: inventory.Pod | None,
     idempotency_key: uuid.UUID,
+    source: Source = Source.WEB,
 ) -> tuple[DeploymentRequest, bool]:
     """Record a request as ``pending`` before anything is sent to GitHub.
 
     Returns ``(request, created)``. A key seen before returns the first request, created
-    False (a double click or a resubmitted form deploys once). Raises PodLocked when the pod
-    already has an active request; a database constraint makes that hold across workers.
+    False (a double click or a resubmitted form deploys once, even after it landed). Raises
+    AlreadySubmitted when the key was used for other values, NothingToDeploy when ``spec`` is
+    the pod's ``current`` spec, and PodLocked when the pod already has an active request (a
+    database constraint makes that hold across workers).
     """
-    inputs = spec.workflow_inputs() | {"request_id": str(idempotency_key)}
-    existing = DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
+    inputs = workflow_inputs(spec=spec, idempotency_key=idempotency_key)
+    existing = selectors.request_by_key(idempotency_key)
     if existing:
         return _same_submission(existing, inputs), False
+    if current is not None and current.spec == spec:
+        raise NothingToDeploy(spec.pod)
     try:
         with transaction.atomic():
             request = DeploymentRequest.objects.create(
@@ -89,17 +91,18 @@ def deployment_request_create(
                 instance_name=spec.instance_name,
                 instance_type=spec.instance_type,
                 waf_enabled=spec.waf_enabled,
-                spec_before=spec_before or "",
+                spec_before=current.text if current else "",
                 spec_after=podspec.render(spec),
                 inputs=inputs,
                 idempotency_key=idempotency_key,
             )
+            lifecycle.created(request, source=source, actor=user)
     except IntegrityError:
-        existing = DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
+        existing = selectors.request_by_key(idempotency_key)
         if existing:
             return _same_submission(existing, inputs), False
         raise PodLocked(
-            active_request_for_pod(customer=spec.customer, environment=spec.environment)
+            selectors.active_request_for_pod(customer=spec.customer, environment=spec.environment)
         ) from None
     logger.info(
         "deployment request %s created for %s by %s", request.pk, request.pod, user, **_log_fields(request)
@@ -107,37 +110,57 @@ def deployment_request_create(
     return request, True
 
 
-def _same_submission(existing: DeploymentRequest, inputs: dict) -> DeploymentRequest:
+def _same_submission(existing: DeploymentRequest, inputs: dict[str, str]) -> DeploymentRequest:
     if existing.inputs != inputs:
         raise AlreadySubmitted(existing)
     return existing
 
 
-def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequest:
+def deployment_request_dispatch(
+    *, request: DeploymentRequest, actor: User, source: Source = Source.WEB
+) -> DeploymentRequest:
     """Trigger the deploy workflow for a pending request and record the outcome.
 
     On failure the request is marked ``dispatch_failed`` with the error (which releases the
-    pod) and the portal's GitHubError is raised for the caller to show.
+    pod) and the portal's GitHubError is raised, carrying the request for the error page.
     """
     try:
         result = gh.dispatch(inputs=request.inputs)
     except gh.GitHubError as exc:
-        _record_failure(request, exc.error_type, exc.message)
+        _record_dispatch_failure(request, exc.error_type, exc.message, actor=actor, source=source)
+        exc.context = {"deployment": request}
         raise
     except Exception:
         logger.exception("dispatch of request %s failed unexpectedly", request.pk)
-        _record_failure(request, "server_error", "Unexpected error while triggering the workflow.")
-        raise gh.GitHubError(
-            "Unexpected error while triggering the workflow. The details are in the log."
-        ) from None
-    # Conditional updates: a webhook may already have moved the request on (or set its run).
-    now = timezone.now()
-    pending = DeploymentRequest.objects.filter(pk=request.pk, status=Status.PENDING)
-    pending.update(status=Status.DISPATCHED, dispatched_at=now, updated_at=now)
-    if result.run_id:
-        DeploymentRequest.objects.filter(pk=request.pk, run_id__isnull=True).update(
-            run_id=result.run_id, run_url=result.run_url or "", updated_at=now
-        )
+        message = "Unexpected error while triggering the workflow."
+        _record_dispatch_failure(request, "server_error", message, actor=actor, source=source)
+        error = gh.GitHubError(f"{message} The details are in the log.")
+        error.context = {"deployment": request}
+        raise error from None
+    run = {"run_id": result.run_id, "run_url": result.run_url or ""} if result.run_id else {}
+    facts = {"run_id": result.run_id, "correlated_by": result.correlated_by}
+    with transaction.atomic():
+        try:
+            lifecycle.transition(
+                request,
+                Status.DISPATCHED,
+                source=source,
+                actor=actor,
+                message="Workflow dispatched." if run else "Workflow dispatched; its run is not known yet.",
+                data=facts,
+                dispatched_at=timezone.now(),
+                **run,
+            )
+        except lifecycle.IllegalTransition:  # GitHub's run events overtook the dispatch answer
+            if run:
+                DeploymentRequest.objects.filter(pk=request.pk, run_id__isnull=True).update(**run)
+            lifecycle.record(
+                request,
+                source=source,
+                actor=actor,
+                message="Workflow dispatched; GitHub had already reported its run.",
+                data=facts,
+            )
     request.refresh_from_db()
     logger.info(
         "deployment request %s dispatched: run %s (%s)",
@@ -149,12 +172,30 @@ def deployment_request_dispatch(*, request: DeploymentRequest) -> DeploymentRequ
     return request
 
 
-def _record_failure(request: DeploymentRequest, error_type: str, message: str) -> None:
-    request.status = Status.DISPATCH_FAILED
-    request.error_type = error_type
-    request.error_message = message
-    request.completed_at = timezone.now()
-    request.save(update_fields=["status", "error_type", "error_message", "completed_at", "updated_at"])
+def _record_dispatch_failure(
+    request: DeploymentRequest, error_type: str, message: str, *, actor: User, source: Source
+) -> None:
+    try:
+        lifecycle.transition(
+            request,
+            Status.DISPATCH_FAILED,
+            source=source,
+            actor=actor,
+            message=message,
+            data={"error_type": error_type},
+            error_type=error_type,
+            error_message=message,
+            completed_at=timezone.now(),
+        )
+    except lifecycle.IllegalTransition:  # the run was reported meanwhile: it is followed, not failed
+        lifecycle.record(
+            request,
+            source=source,
+            actor=actor,
+            message=f"The dispatch answer failed ({message}), but GitHub reported the run.",
+            data={"error_type": error_type},
+        )
+        return
     logger.warning(
         "deployment request %s: dispatch failed (%s): %s",
         request.pk,
@@ -164,59 +205,56 @@ def _record_failure(request: DeploymentRequest, error_type: str, message: str) -
     )
 
 
-def request_for_run(run: gh.RunState) -> DeploymentRequest | None:
-    """The request a run belongs to: by the ``[request_id]`` in its title, else by run id."""
-    match = REQUEST_ID_RE.search(run.display_title)
-    if match:
-        request = DeploymentRequest.objects.filter(idempotency_key=match.group(1)).first()
-        if request and request.run_id in (None, run.run_id):
-            return request
-    return DeploymentRequest.objects.filter(run_id=run.run_id).order_by("-created_at").first()
+def _conclusion(value: str | None) -> str:
+    """GitHub's conclusion as one of ours; one we do not know is kept in the event only."""
+    return value if value in lifecycle.Conclusion.values else ""
 
 
-def deployment_request_apply_run(*, request: DeploymentRequest, run: gh.RunState) -> bool:
+def deployment_request_apply_run(
+    *, request: DeploymentRequest, run: gh.RunState, source: Source, data: dict[str, Any] | None = None
+) -> bool:
     """Record a run's state on its request. Never moves a request backwards.
 
-    Returns True when the request changed. Safe to call from the webhook and the sync at once.
+    Returns True when the request changed. Safe to call from the webhook and the sync at once:
+    the row is locked, and each move is recorded by exactly one of them.
     """
-    new_status = RUN_STATUS.get(run.status)
-    if new_status is None:
-        return False
-    rank = DeploymentRequest.STATUS_RANK
+    target = lifecycle.RUN_STATUS.get(run.status)
+    facts = {"run_id": run.run_id, "run_status": run.status, "conclusion": run.conclusion, **(data or {})}
     with transaction.atomic():
         request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
-        # A dispatch whose answer was lost is "failed", yet GitHub created the run: follow it.
-        reviving = request.status == Status.DISPATCH_FAILED
-        changed = set()
+        links: dict[str, Any] = {}
         if request.run_id is None:
-            request.run_id = run.run_id
-            changed.add("run_id")
+            links["run_id"] = run.run_id
         if run.html_url and request.run_url != run.html_url:
-            request.run_url = run.html_url
-            changed.add("run_url")
+            links["run_url"] = run.html_url
         if run.run_number and request.run_number != run.run_number:
-            request.run_number = run.run_number
-            changed.add("run_number")
-        if reviving or rank[new_status] > rank[request.status]:
-            request.status = new_status
-            request.completed_at = None
-            changed |= {"status", "completed_at"}
-            if new_status in (Status.IN_PROGRESS, Status.COMPLETED) and not request.started_at:
-                request.started_at = run.run_started_at or run.updated_at or timezone.now()
-                changed.add("started_at")
-            if new_status == Status.COMPLETED:
-                request.conclusion = run.conclusion or "unknown"
-                request.completed_at = run.updated_at or timezone.now()
-                changed.add("conclusion")
+            links["run_number"] = run.run_number
+        if target and lifecycle.can_move(request.status, target):
+            fields = dict(links)
+            if target in (Status.IN_PROGRESS, Status.COMPLETED) and not request.started_at:
+                fields["started_at"] = run.run_started_at or run.updated_at or timezone.now()
+            if target == Status.COMPLETED:
+                fields["conclusion"] = _conclusion(run.conclusion)
+                fields["completed_at"] = run.updated_at or timezone.now()
                 transaction.on_commit(inventory.expire)  # the run committed a new spec.yml
-        if not changed:
+            elif request.status == Status.DISPATCH_FAILED:
+                fields["completed_at"] = None  # a dispatch reported failed, whose run appeared after all
+            label = f"Run #{run.run_number}" if run.run_number else f"Run {run.run_id}"
+            message = f"{label} {'finished' if target == Status.COMPLETED else 'is ' + target.label.lower()}."
+            try:
+                with transaction.atomic():
+                    lifecycle.transition(
+                        request, target, source=source, message=message, data=facts, **fields
+                    )
+            except IntegrityError:  # a revived request while another holds the pod: leave it failed
+                logger.warning("request %s: run %s appeared but the pod is busy", request.pk, run.run_id)
+                return False
+        elif links:
+            DeploymentRequest.objects.filter(pk=request.pk).update(**links, updated_at=timezone.now())
+            lifecycle.record(request, source=source, message="Run linked.", data=facts)
+        else:
             return False
-        try:
-            with transaction.atomic():
-                request.save(update_fields=[*changed, "updated_at"])
-        except IntegrityError:  # a revived request while another holds the pod: leave it failed
-            logger.warning("request %s: run %s appeared but the pod is busy", request.pk, run.run_id)
-            return False
+    request.refresh_from_db()
     logger.info(
         "deployment request %s: run %s is %s",
         request.pk,
@@ -227,38 +265,61 @@ def deployment_request_apply_run(*, request: DeploymentRequest, run: gh.RunState
     return True
 
 
+def _close(
+    request: DeploymentRequest,
+    conclusion: str,
+    reason: str,
+    *,
+    source: Source,
+    actor: User | None = None,
+    **fields: Any,
+) -> bool:
+    try:
+        lifecycle.transition(
+            request,
+            Status.COMPLETED,
+            source=source,
+            actor=actor,
+            message=reason,
+            data={"conclusion": conclusion},
+            conclusion=conclusion,
+            completed_at=timezone.now(),
+            **fields,
+        )
+    except lifecycle.IllegalTransition:  # it finished meanwhile
+        return False
+    return True
+
+
 def deployment_request_mark_stale(*, request: DeploymentRequest, reason: str) -> bool:
     """Close a request whose run never appeared or never finished. Returns True if closed now."""
-    updated = DeploymentRequest.objects.filter(
-        pk=request.pk, status__in=DeploymentRequest.ACTIVE_STATUSES
-    ).update(
-        status=Status.COMPLETED,
-        conclusion="stale",
+    closed = _close(
+        request,
+        lifecycle.Conclusion.STALE,
+        reason,
+        source=Source.SYNC,
         error_type="stale",
         error_message=reason,
-        completed_at=timezone.now(),
-        updated_at=timezone.now(),
     )
-    if updated:
+    if closed:
         logger.warning("deployment request %s marked stale: %s", request.pk, reason)
-    return bool(updated)
+    return closed
 
 
-def deployment_request_release(*, request: DeploymentRequest, user: AbstractBaseUser, reason: str) -> bool:
+def deployment_request_release(*, request: DeploymentRequest, user: Account, reason: str) -> bool:
     """Release a stuck pod lock by hand, recording who did it and why."""
-    updated = DeploymentRequest.objects.filter(
-        pk=request.pk, status__in=DeploymentRequest.ACTIVE_STATUSES
-    ).update(
-        status=Status.COMPLETED,
-        conclusion="released",
+    released = _close(
+        request,
+        lifecycle.Conclusion.RELEASED,
+        reason,
+        source=Source.ADMIN,
+        actor=user,
         released_by=user,
         release_reason=reason,
-        completed_at=timezone.now(),
-        updated_at=timezone.now(),
     )
-    if updated:
+    if released:
         logger.warning("deployment request %s: lock released by %s: %s", request.pk, user, reason)
-    return bool(updated)
+    return released
 
 
 def _run_cheaply(run_id: int) -> gh.RunState:
@@ -280,10 +341,9 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
     now = now or timezone.now()
     stale_after = dt.timedelta(minutes=settings.RUN_STALE_AFTER_MINUTES)
     counts = {"checked": 0, "updated": 0, "stale": 0, "errors": 0}
-    for request in DeploymentRequest.objects.filter(status__in=DeploymentRequest.ACTIVE_STATUSES).order_by(
-        "pk"
-    ):
+    for request in selectors.active_requests():
         counts["checked"] += 1
+        run: gh.RunState | None
         try:
             if request.run_id:
                 run = _run_cheaply(request.run_id)
@@ -293,7 +353,7 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
             counts["errors"] += 1
             logger.warning("sync of request %s failed: %s", request.pk, exc.message)
             run = None  # still closed when too old, or a broken lookup would hold the pod for ever
-        if run and deployment_request_apply_run(request=request, run=run):
+        if run and deployment_request_apply_run(request=request, run=run, source=Source.SYNC):
             counts["updated"] += 1
             request.refresh_from_db()
         if request.is_active and now - request.created_at > stale_after:

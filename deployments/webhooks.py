@@ -17,7 +17,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import gh, services
+from . import gh, selectors, services
+from .lifecycle import Source
 from .models import WebhookDelivery
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,10 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
                     WebhookDelivery.objects.create(delivery_id=delivery[:64], event=event)
             except IntegrityError:
                 return _answer(200, "Delivery already processed.")
-        request_row = services.request_for_run(run)
+        request_row = selectors.request_for_run(run)
         if request_row is None:
             return _answer(202, "Run does not belong to a portal request.")
-        changed = services.deployment_request_apply_run(request=request_row, run=run)
+        changed = services.deployment_request_apply_run(
+            request=request_row, run=run, source=Source.WEBHOOK, data={"delivery": delivery[:64]}
+        )
     return _answer(200, "Request updated." if changed else "No change.")

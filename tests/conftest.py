@@ -1,9 +1,10 @@
 import pytest
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import User
 from django.core.cache import cache, caches
 
 from deployments import gh as portal_gh
 from deployments import inventory
+from tests.helpers import make_user
 
 pytest_plugins = ["fakegithub.pytest_plugin"]
 
@@ -53,24 +54,6 @@ def gh(fakegithub, settings, db):
 def gh_tx(fakegithub, settings, transactional_db):
     """The emulator for tests whose threads need committed data (real transactions)."""
     return use_emulator(fakegithub, settings)
-
-
-def deployers_group() -> Group:
-    """The group the data migration creates; recreated after a transactional test's flush."""
-    group, created = Group.objects.get_or_create(name="Deployers")
-    if created:
-        codenames = ("add_deploymentrequest", "view_deploymentrequest")
-        group.permissions.add(
-            *Permission.objects.filter(content_type__app_label="deployments", codename__in=codenames)
-        )
-    return group
-
-
-def make_user(*, username: str, deployer: bool = False, staff: bool = False, superuser: bool = False) -> User:
-    user = User.objects.create_user(username=username, password="pw", is_staff=staff, is_superuser=superuser)
-    if deployer:
-        user.groups.add(deployers_group())
-    return user
 
 
 @pytest.fixture

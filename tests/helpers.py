@@ -1,12 +1,16 @@
-"""Form data the tests post, shared by every test module."""
+"""Form data, factories and helpers shared by every test module."""
 
 import threading
 import uuid
+from collections import deque
 
+from django.contrib.auth.models import Group, Permission, User
 from django.db import connection
 from django.test import Client
 
-from deployments import podspec
+from deployments import lifecycle, podspec, services
+from deployments.lifecycle import Source, Status
+from deployments.models import DeploymentRequest
 
 EDIT_ACME_PROD = {
     "customer": "acme",
@@ -79,3 +83,51 @@ def replay(client, delivery):
         f"HTTP_{k.upper().replace('-', '_')}": v for k, v in delivery.headers.items() if k != "Content-Type"
     }
     return client.post("/webhooks/github", delivery.body, content_type="application/json", **headers)
+
+
+def path_to(status: str) -> list[Status]:
+    """The shortest walk through the lifecycle table from pending to ``status``."""
+    paths = {Status.PENDING: [Status.PENDING]}
+    queue = deque([Status.PENDING])
+    while queue:
+        state = queue.popleft()
+        for nxt in sorted(lifecycle.TABLE[state][1]):
+            if nxt not in paths:
+                paths[nxt] = [*paths[state], nxt]
+                queue.append(nxt)
+    return paths[Status(status)]
+
+
+def make_request(
+    user, *, customer: str = "acme", environment: str = "prod", status: str = Status.PENDING,
+    conclusion: str = "success", **fields,
+) -> DeploymentRequest:  # fmt: skip
+    """A request created by the service, then moved through the lifecycle to ``status``
+    (completed ones with ``conclusion``), as the portal itself would have."""
+    spec = podspec.PodSpec(customer, environment, f"{customer}-{environment}-web", "t3.small", False)
+    request, _ = services.deployment_request_create(
+        user=user, spec=spec, mode="edit", current=None, idempotency_key=uuid.uuid4()
+    )
+    for step in path_to(status)[1:]:
+        done = {"conclusion": conclusion} if step == Status.COMPLETED else {}
+        lifecycle.transition(request, step, source=Source.SYSTEM, data=done, **done, **fields)
+        fields = {}
+    return request
+
+
+def deployers_group() -> Group:
+    """The group the data migration creates; recreated after a transactional test's flush."""
+    group, created = Group.objects.get_or_create(name="Deployers")
+    if created:
+        codenames = ("add_deploymentrequest", "view_deploymentrequest")
+        group.permissions.add(
+            *Permission.objects.filter(content_type__app_label="deployments", codename__in=codenames)
+        )
+    return group
+
+
+def make_user(*, username: str, deployer: bool = False, staff: bool = False, superuser: bool = False) -> User:
+    user = User.objects.create_user(username=username, password="pw", is_staff=staff, is_superuser=superuser)
+    if deployer:
+        user.groups.add(deployers_group())
+    return user

@@ -84,7 +84,7 @@ class GitHubState:
         self._run_details_refused.clear()
 
 
-def _build_client(key: tuple, writes: bool) -> github.Github:
+def _build_client(key: tuple[object, ...], writes: bool) -> github.Github:
     # ``key`` only tells cached clients apart; the client is built from the same settings.
     if writes:
         retry = None  # no retries of any kind: a dispatch must never fire twice
@@ -180,13 +180,13 @@ def _call(
 
 
 def _conditional_get(
-    url: str, params: dict, *, etag: str | None, not_found: str
-) -> tuple[str | None, dict] | None:
+    url: str, params: dict[str, str], *, etag: str | None, not_found: str
+) -> tuple[str | None, dict[str, Any]] | None:
     """GET with If-None-Match: None when unchanged (a 304 spends no rate limit), else (etag, data)."""
     requester = state.client(writes=False).requester
     headers = {"If-None-Match": etag} if etag else {}
 
-    def fetch():
+    def fetch() -> tuple[str | None, dict[str, Any]] | None:
         status, resp_headers, body = requester.requestJson("GET", url, params, headers)
         if status == 304:
             return None
@@ -200,4 +200,5 @@ def _conditional_get(
             raise requester.createException(status if status >= 400 else 502, resp_headers, data)
         return {k.lower(): v for k, v in resp_headers.items()}.get("etag"), data
 
-    return _call(fetch, not_found=not_found)
+    result: tuple[str | None, dict[str, Any]] | None = _call(fetch, not_found=not_found)
+    return result

@@ -7,6 +7,7 @@ can act on; one error template renders them all.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -23,6 +24,8 @@ class GitHubError(Exception):
     def __init__(self, message: str, *, title: str | None = None):
         super().__init__(message)
         self.message = message
+        # What the error page shows beside the message, e.g. the request a failed dispatch concerns.
+        self.context: dict[str, Any] = {}
         if title:
             self.title = title
 

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -167,7 +168,7 @@ def get_run(run_id: int, *, etag: str | None = None) -> RunState | None:
     return dataclasses.replace(run_state_from_payload(data), etag=etag)
 
 
-def run_state_from_payload(data: dict) -> RunState:
+def run_state_from_payload(data: dict[str, Any]) -> RunState:
     """A run from GitHub's JSON: the REST answer and a webhook's ``workflow_run`` share the shape."""
     return RunState(
         run_id=int(data["id"]),

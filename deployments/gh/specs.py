@@ -59,4 +59,4 @@ def get_blob_text(sha: str) -> str:
     _, data = _call(lambda: requester.requestJsonAndCheck("GET", _repo_url(f"/git/blobs/{sha}")))
     if data.get("encoding") == "base64":
         return base64.b64decode(data["content"]).decode("utf-8", errors="replace")
-    return data.get("content", "")
+    return str(data.get("content", ""))

@@ -1,19 +1,31 @@
-import uuid
-
 import pytest
+from pytest_django.asserts import assertContains, assertNotContains
 
 from deployments import gh as portal_gh
-from deployments import podspec, services
+from deployments import services
 from deployments.models import DeploymentRequest
-from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form, post_concurrently, put_pods
+from tests.helpers import (
+    EDIT_ACME_PROD,
+    NEW_POD,
+    dispatches,
+    form,
+    make_request,
+    post_concurrently,
+    put_pods,
+    replay,
+)  # fmt: skip
+
+DEPLOY_BUTTON = '<button class="btn primary" type="submit">Deploy</button>'
 
 
 def test_edit_page_is_prefilled_from_spec(gh, viewer_client):
-    page = viewer_client.get("/pods/acme/prod/edit/").content.decode()
-    assert 'value="acme-prod-web"' in page
-    assert '<option value="t3.medium" selected>' in page
-    assert 'name="waf_enabled" id="id_waf_enabled" checked' in page
-    assert 'name="idempotency_key"' in page
+    response = viewer_client.get("/pods/acme/prod/edit/")
+    form = response.context["form"]
+    assert [form[name].value() for name in ("instance_name", "instance_type", "waf_enabled", "mode")] == [
+        "acme-prod-web", "t3.medium", True, "edit",
+    ]  # fmt: skip
+    assert form["idempotency_key"].value()
+    assertContains(response, '<option value="t3.medium" selected>t3.medium</option>', html=True)
 
 
 def test_edit_page_of_unknown_pod_is_404(gh, viewer_client):
@@ -25,30 +37,34 @@ def test_edit_page_of_unknown_pod_is_404(gh, viewer_client):
 def test_preview_shows_exact_inputs_and_diff(gh, deployer_client):
     data = form(EDIT_ACME_PROD)
     response = deployer_client.post("/deploy/preview/", data)
-    page = response.content.decode()
     assert response.status_code == 200
-    assert '<span class="del">-instance_type: t3.medium</span>' in page
-    assert '<span class="add">+instance_type: t3.large</span>' in page
-    assert f"<dt>request_id</dt><dd><code>{data['idempotency_key']}</code></dd>" in page
-    assert "<dt>waf_enabled</dt><dd><code>true</code></dd>" in page
-    assert ">Deploy</button>" in page
+    assert response.context["inputs"] == {
+        "customer": "acme", "environment": "prod", "instance_name": "acme-prod-web",
+        "instance_type": "t3.large", "waf_enabled": "true", "request_id": data["idempotency_key"],
+    }  # fmt: skip
+    assertContains(response, '<span class="del">-instance_type: t3.medium</span>', html=True)
+    assertContains(response, '<span class="add">+instance_type: t3.large</span>', html=True)
+    assertContains(response, f"<dd><code>{data['idempotency_key']}</code></dd>", html=True)
+    assertContains(response, DEPLOY_BUTTON, html=True)
     assert dispatches(gh) == []
 
 
 def test_preview_without_changes_offers_no_deploy(gh, deployer_client):
-    page = deployer_client.post(
-        "/deploy/preview/", form(EDIT_ACME_PROD, instance_type="t3.medium")
-    ).content.decode()
-    assert "No changes" in page
-    assert ">Deploy</button>" not in page
+    response = deployer_client.post("/deploy/preview/", form(EDIT_ACME_PROD, instance_type="t3.medium"))
+    assert response.context["unchanged"] is True
+    assertContains(response, "No changes")
+    assertNotContains(response, DEPLOY_BUTTON, html=True)
 
 
 def test_preview_of_new_pod_adds_whole_file(gh, deployer_client):
-    page = deployer_client.post("/deploy/preview/", form(NEW_POD)).content.decode()
-    assert '<span class="hunk">--- /dev/null</span>' in page
-    assert '<span class="hunk">+++ b/pods/hooli/prod/spec.yml</span>' in page
-    assert '<span class="add">+customer: hooli</span>' in page
-    assert '<span class="add">+waf_enabled: false</span>' in page
+    response = deployer_client.post("/deploy/preview/", form(NEW_POD))
+    for line in (
+        '<span class="hunk">--- /dev/null</span>',
+        '<span class="hunk">+++ b/pods/hooli/prod/spec.yml</span>',
+        '<span class="add">+customer: hooli</span>',
+        '<span class="add">+waf_enabled: false</span>',
+    ):
+        assertContains(response, line, html=True)  # fmt: skip
 
 
 def test_deploy_of_edit_dispatches_exact_inputs_and_redirects_to_run(gh, deployer_client, deployer):
@@ -166,7 +182,9 @@ def test_resubmitting_a_form_whose_deployment_landed_leads_to_it(gh, deployer_cl
     data = form(EDIT_ACME_PROD)
     first = deployer_client.post("/deploy/", data)
     gh.complete_run(DeploymentRequest.objects.get().run_id)  # the new spec is committed
-    DeploymentRequest.objects.update(status="completed", conclusion="success")
+    for delivery in gh.deliveries:
+        replay(deployer_client, delivery)
+    assert DeploymentRequest.objects.get().status == "completed"
     assert deployer_client.get("/pods/acme/prod/edit/").status_code == 200  # the listing sees it
     again = deployer_client.post("/deploy/", data)
     assert again.status_code == 302
@@ -242,22 +260,11 @@ def test_missing_workflow_is_404_workflow_not_found(gh, deployer_client):
     assert_failure_recorded("not_found", "deploy-pod.yml")
 
 
-def create_request(user) -> DeploymentRequest:
-    request, _ = services.deployment_request_create(
-        user=user,
-        spec=podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.large", True),
-        mode="edit",
-        spec_before=None,
-        idempotency_key=uuid.uuid4(),
-    )
-    return request
-
-
 def test_missing_ref_is_reported_with_github_message(gh, deployer, settings):
-    request = create_request(deployer)
+    request = make_request(deployer)
     settings.DEPLOY_REF = "nope"
     with pytest.raises(portal_gh.GitHubValidationError) as exc:
-        services.deployment_request_dispatch(request=request)
+        services.deployment_request_dispatch(request=request, actor=deployer)
     assert exc.value.http_status == 422
     assert exc.value.message == "Workflow rejected inputs: No ref found for: nope"
     assert_failure_recorded("validation", "No ref found for: nope")
@@ -318,10 +325,9 @@ def test_reused_form_with_other_values_is_409_and_deploys_nothing_more(gh, deplo
     data = form(EDIT_ACME_PROD)
     deployer_client.post("/deploy/", data)
     response = deployer_client.post("/deploy/", {**data, "instance_type": "t3.xlarge"})
-    page = response.content.decode()
-    assert response.status_code == 409
-    assert "Form Already Submitted" in page
-    assert 'href="/pods/acme/prod/edit/">Start again</a>' in page
+    assertContains(response, "Form Already Submitted", status_code=409)
+    start_again = '<a class="btn primary" href="/pods/acme/prod/edit/">Start again</a>'
+    assertContains(response, start_again, html=True, status_code=409)
     assert DeploymentRequest.objects.count() == 1
     assert len(dispatches(gh)) == 1
 
@@ -336,10 +342,10 @@ def test_dropped_connection_dispatch_is_sent_once(gh, deployer_client):
 
 
 def test_unreachable_github_dispatch_is_503_and_request_kept(gh, deployer, settings):
-    request = create_request(deployer)
+    request = make_request(deployer)
     settings.GITHUB_API_URL = "http://127.0.0.1:9"
     with pytest.raises(portal_gh.GitHubUnavailableError) as exc:
-        services.deployment_request_dispatch(request=request)
+        services.deployment_request_dispatch(request=request, actor=deployer)
     assert exc.value.http_status == 503
     assert_failure_recorded("service_unavailable", "Could not reach GitHub")
 

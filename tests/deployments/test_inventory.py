@@ -3,6 +3,7 @@ import uuid
 
 import pytest
 from django.core.cache import cache
+from pytest_django.asserts import assertContains
 
 from deployments import gh as portal_gh
 from deployments import inventory, podspec
@@ -18,12 +19,14 @@ def lose_listing():
 def test_pod_list_shows_every_example_pod_with_its_values(gh, viewer_client):
     response = viewer_client.get("/")
     assert response.status_code == 200
-    page = response.content.decode()
-    assert "6 pods" in page
-    assert "<td>acme-prod-web</td><td>t3.medium</td><td>on</td>" in page
-    assert "<td>umbrella-dev-web</td><td>t3.micro</td><td>off</td>" in page
-    assert 'href="/pods/globex/staging/edit/"' in page
-    assert 'href="/pods/new/"' in page
+    pods = {pod.key: pod.spec for pod in response.context["pods"]}
+    assert (pods["acme/prod"].instance_type, pods["acme/prod"].waf_enabled) == ("t3.medium", True)
+    assert (pods["umbrella/dev"].instance_type, pods["umbrella/dev"].waf_enabled) == ("t3.micro", False)
+    assertContains(response, "6 pods")
+    for cell in ("<td>acme-prod-web</td>", "<td>umbrella-dev-web</td>", "<td>t3.micro</td>", "<td>off</td>"):
+        assertContains(response, cell, html=True)
+    assertContains(response, '<a class="btn" href="/pods/globex/staging/edit/">Edit</a>', html=True)
+    assertContains(response, '<a class="btn primary" href="/pods/new/">New pod</a>', html=True)
 
 
 def test_search_filters_pods(gh, viewer_client):
@@ -121,12 +124,12 @@ def test_finished_deployment_makes_the_next_listing_ask_github(
     inventory.list_pods()
     spec = podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.large", True)
     request, _ = services.deployment_request_create(
-        user=deployer, spec=spec, mode="edit", spec_before=None, idempotency_key=uuid.uuid4()
+        user=deployer, spec=spec, mode="edit", current=None, idempotency_key=uuid.uuid4()
     )
-    services.deployment_request_dispatch(request=request)
+    services.deployment_request_dispatch(request=request, actor=deployer)
     run = portal_gh.run_state_from_payload(gh.complete_run(request.run_id))
     with django_capture_on_commit_callbacks(execute=True):
-        services.deployment_request_apply_run(request=request, run=run)
+        services.deployment_request_apply_run(request=request, run=run, source="sync")
     assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
 
 

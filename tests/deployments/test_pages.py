@@ -1,14 +1,22 @@
 import csv
 import io
-import uuid
 
 import pytest
 from django.contrib.auth.models import Group
+from pytest_django.asserts import assertContains, assertNotContains
 
 from deployments.models import DeploymentRequest
-from tests.helpers import EDIT_ACME_PROD, form, logged_in_client, post_concurrently, put_pods, replay
-
-from ..conftest import deployers_group, make_user
+from tests.helpers import (
+    EDIT_ACME_PROD,
+    deployers_group,
+    form,
+    logged_in_client,
+    make_request,
+    make_user,
+    post_concurrently,
+    put_pods,
+    replay,
+)  # fmt: skip
 
 PAGES = [
     "/",
@@ -53,13 +61,15 @@ def test_deployers_group_is_created_with_deploy_permission(db):
 def test_request_page_refreshes_while_active_and_stops_when_done(gh, deployer_client):
     deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     request = DeploymentRequest.objects.get()
-    page = deployer_client.get(f"/requests/{request.pk}/").content.decode()
-    assert '<meta http-equiv="refresh" content="3">' in page
-    assert "Deployment started" in page
-    DeploymentRequest.objects.filter(pk=request.pk).update(status="completed", conclusion="success")
-    page = deployer_client.get(f"/requests/{request.pk}/").content.decode()
-    assert "http-equiv" not in page
-    assert '<span class="badge success">success</span>' in page
+    response = deployer_client.get(f"/requests/{request.pk}/")
+    assertContains(response, '<meta http-equiv="refresh" content="3">', html=True)
+    assertContains(response, "Deployment started")
+    gh.complete_run(request.run_id)
+    for delivery in gh.deliveries:
+        replay(deployer_client, delivery)
+    response = deployer_client.get(f"/requests/{request.pk}/")
+    assertNotContains(response, "http-equiv")
+    assertContains(response, '<span class="badge success">success</span>', html=True)
 
 
 def test_history_is_newest_first_and_filterable(gh, deployer_client, deployer):
@@ -81,11 +91,7 @@ def test_history_is_newest_first_and_filterable(gh, deployer_client, deployer):
 
 def test_history_is_paginated(gh, deployer):
     for i in range(51):
-        DeploymentRequest.objects.create(
-            requested_by=deployer, mode="edit", customer=f"c{i}", environment="prod",
-            instance_name="abc", instance_type="t3.micro", waf_enabled=False, spec_after="", inputs={},
-            idempotency_key=uuid.uuid4(), status="completed", conclusion="success",
-        )  # fmt: skip
+        make_request(deployer, customer=f"c{i}", status="completed")
     client = logged_in_client(deployer)
     first = client.get("/requests/").content.decode()
     assert "Page 1 of 2" in first and "c50/prod" in first and "c0/prod" not in first
@@ -95,8 +101,13 @@ def test_history_is_paginated(gh, deployer):
 def test_inventory_shows_last_deployment_and_running_state(gh, deployer_client):
     deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     request = DeploymentRequest.objects.get()
-    page = deployer_client.get("/").content.decode()
-    assert f'<a href="/requests/{request.pk}/"><span class="badge dispatched">dispatched</span>' in page
+    response = deployer_client.get("/")
+    assert response.context["activity"]["acme/prod"] == request
+    assertContains(
+        response,
+        f'<a href="/requests/{request.pk}/"><span class="badge dispatched active">dispatched</span></a>',
+        html=True,
+    )
 
 
 def test_inventory_shows_deployed_values_after_success(gh, client, deployer_client):
@@ -106,9 +117,11 @@ def test_inventory_shows_deployed_values_after_success(gh, client, deployer_clie
     gh.complete_run(run_id)
     for delivery in gh.deliveries:
         replay(client, delivery)
-    page = deployer_client.get("/").content.decode()
-    assert "<td>acme-prod-web</td><td>t3.large</td><td>on</td>" in page
-    assert '<span class="badge success">success</span>' in page
+    response = deployer_client.get("/")
+    acme = next(pod for pod in response.context["pods"] if pod.key == "acme/prod")
+    assert (acme.spec.instance_type, acme.spec.waf_enabled) == ("t3.large", True)
+    assertContains(response, "<td>acme-prod-web</td>", html=True)
+    assertContains(response, '<span class="badge success">success</span>', html=True)
 
 
 # --- Per-pod lock under concurrency (database constraint) -----------------------------------------------

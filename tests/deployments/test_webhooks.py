@@ -9,7 +9,7 @@ import pytest
 import requests as http
 
 from deployments.models import DeploymentRequest, WebhookDelivery
-from tests.helpers import EDIT_ACME_PROD, form, replay
+from tests.helpers import EDIT_ACME_PROD, form, make_request, replay
 
 SECRET = "test-webhook-secret"
 EXAMPLES = json.loads((Path(__file__).parent.parent / "fixtures/webhooks/workflow_run.json").read_text())
@@ -66,19 +66,26 @@ def test_redelivery_is_a_no_op(gh, client, deployed):
     gh.advance_run(deployed.run_id)
     in_progress = gh.deliveries[-1]
     assert replay(client, in_progress).json() == {"message": "Request updated."}
-    DeploymentRequest.objects.filter(pk=deployed.pk).update(status="queued")
+    events = deployed.events.count()
     assert replay(client, in_progress).json() == {"message": "Delivery already processed."}
-    assert DeploymentRequest.objects.get().status == "queued"
+    assert DeploymentRequest.objects.get().status == "in_progress"
+    assert deployed.events.count() == events
     assert WebhookDelivery.objects.count() == 1
 
 
-def test_run_found_by_request_id_in_title_when_run_id_unknown(gh, client, deployed):
-    DeploymentRequest.objects.filter(pk=deployed.pk).update(run_id=None, run_url="", status="dispatched")
-    gh.advance_run(deployed.run_id)
+def test_run_found_by_request_id_in_title_when_run_id_unknown(gh, client, deployer_client, settings):
+    settings.GITHUB_RUN_LOOKUP_SECONDS = 0.1
+    gh.ghes = True  # no run details in the dispatch answer
+    gh.run_visible_after = 60  # and the portal's own look for the run finds nothing
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    assert (request.status, request.run_id) == ("dispatched", None)
+    run_id = gh.runs[0]["id"]
+    gh.advance_run(run_id)
     assert replay(client, gh.deliveries[-1]).status_code == 200
-    deployed.refresh_from_db()
-    assert deployed.status == "in_progress"
-    assert deployed.run_url == gh.run(deployed.run_id)["html_url"]
+    request.refresh_from_db()
+    assert (request.status, request.run_id) == ("in_progress", run_id)
+    assert request.run_url == gh.run(run_id)["html_url"]
 
 
 @pytest.mark.parametrize("signature", ["", "sha256=" + "0" * 64, sign(b"other body"), "sha1=abc", "sha256=é"])
@@ -152,12 +159,9 @@ def test_run_id_seen_before_on_another_github_host_neither_breaks_deploy_nor_web
     gh, client, deployer_client, deployed
 ):
     # A request from when the portal talked to another GitHub host holds the next run id.
-    old = DeploymentRequest.objects.create(
-        requested_by=deployed.requested_by, mode="edit", customer="globex", environment="prod",
-        instance_name="globex-prod-app", instance_type="t3.small", waf_enabled=False, spec_after="",
-        inputs={}, idempotency_key=uuid.uuid4(), status="completed", conclusion="success",
-        run_id=deployed.run_id + 1,
-    )  # fmt: skip
+    old = make_request(
+        deployed.requested_by, customer="globex", status="completed", run_id=deployed.run_id + 1
+    )
     response = deployer_client.post(
         "/deploy/", form(EDIT_ACME_PROD, customer="initech", instance_name="i-web")
     )

@@ -7,9 +7,8 @@ import pytest
 from django.core.cache import cache
 
 from deployments import gh as portal_gh
-from tests.conftest import make_user
 from tests.fakegithub import apphelpers
-from tests.helpers import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form, make_user
 
 TOKEN = "ghp_SecretTokenValue0000Zebra1111Quokka"
 WEBHOOK_SECRET = "whsec-Secret-Value-Narwhal-2222"

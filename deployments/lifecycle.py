@@ -1,0 +1,219 @@
+"""The life of a deployment request: its states, the moves between them, and the one function
+that makes a move.
+
+Every status change in the portal goes through ``transition()``. It is a conditional update
+(compare-and-swap on the status the caller saw, which must be one the table allows the move
+from), so a webhook, the sync, an admin action and a web request racing on the same request
+can never move it backwards or sideways: one of them wins each move, the others are refused.
+Each move writes a ``DeploymentEvent`` in the same transaction; ``record()`` writes one for a
+notable fact that is not a move (a run linked, a dispatch answer lost). No GitHub here.
+
+    pending ─► planning ─► planned ─► awaiting_approval ─► approved ─► dispatched ─► queued
+       │                      │              └► rejected                   ▲            │
+       │                      └────────────── (no approval needed) ────────┘    (waiting)
+       │                                                                              ▼
+       ├► dispatch_failed   planned, awaiting_approval, approved ─► expired | cancelled
+       └► dispatched (one-run deploy)                            in_progress ─► completed
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
+    from .models import DeploymentEvent, DeploymentRequest
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PLANNING = "planning", "Planning"
+    PLANNED = "planned", "Planned"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+    DISPATCHED = "dispatched", "Dispatched"
+    QUEUED = "queued", "Queued"
+    WAITING = "waiting", "Waiting"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    DISPATCH_FAILED = "dispatch_failed", "Dispatch failed"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+
+
+class Conclusion(models.TextChoices):
+    """How a completed request ended: GitHub's run conclusions, plus the portal's own two."""
+
+    # https://docs.github.com/en/rest/actions/workflow-runs (the run's `conclusion`)
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+    CANCELLED = "cancelled", "Cancelled"
+    TIMED_OUT = "timed_out", "Timed out"
+    ACTION_REQUIRED = "action_required", "Action required"
+    NEUTRAL = "neutral", "Neutral"
+    SKIPPED = "skipped", "Skipped"
+    STALE = "stale", "Stale"  # GitHub's, and the portal's when a run never appeared or never ended
+    STARTUP_FAILURE = "startup_failure", "Startup failure"
+    RELEASED = "released", "Released"  # the portal's: an administrator released the pod by hand
+
+
+class Source(models.TextChoices):
+    """What moved a request."""
+
+    WEB = "web", "Web"
+    WEBHOOK = "webhook", "GitHub webhook"
+    SYNC = "sync", "Run sync"
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    SYSTEM = "system", "System"
+
+
+S = Status
+# Whether a request in this state holds its pod's lock, and the states it may move to.
+# A run seen on GitHub (queued, waiting, in_progress, completed) may overtake the portal's own
+# record of the dispatch: hence the edges from pending and approved straight to run states, and
+# from dispatch_failed (a dispatch whose answer was lost, yet GitHub created the run).
+# completed is also how an administrator's release and the sync's "stale" close any active state.
+RUN = (S.QUEUED, S.WAITING, S.IN_PROGRESS, S.COMPLETED)
+HOLDS, FREE = True, False
+# fmt: off
+_TABLE = {
+    # state               lock   may move to
+    S.PENDING:           (HOLDS, {S.PLANNING, S.DISPATCHED, S.DISPATCH_FAILED, S.CANCELLED, *RUN}),
+    S.PLANNING:          (HOLDS, {S.PLANNED, S.COMPLETED, S.CANCELLED}),
+    S.PLANNED:           (HOLDS, {S.AWAITING_APPROVAL, S.DISPATCHED, S.DISPATCH_FAILED, S.EXPIRED,
+                                  S.CANCELLED, *RUN}),
+    S.AWAITING_APPROVAL: (HOLDS, {S.APPROVED, S.REJECTED, S.EXPIRED, S.CANCELLED, S.COMPLETED}),
+    S.APPROVED:          (HOLDS, {S.DISPATCHED, S.DISPATCH_FAILED, S.EXPIRED, S.CANCELLED, *RUN}),
+    S.DISPATCHED:        (HOLDS, {*RUN}),
+    S.QUEUED:            (HOLDS, {S.WAITING, S.IN_PROGRESS, S.COMPLETED}),
+    S.WAITING:           (HOLDS, {S.IN_PROGRESS, S.COMPLETED}),
+    S.IN_PROGRESS:       (HOLDS, {S.COMPLETED}),
+    S.COMPLETED:         (FREE,  set()),
+    S.DISPATCH_FAILED:   (FREE,  {*RUN}),
+    S.REJECTED:          (FREE,  set()),
+    S.CANCELLED:         (FREE,  set()),
+    S.EXPIRED:           (FREE,  set()),
+}
+# fmt: on
+TABLE: dict[Status, tuple[bool, frozenset[Status]]] = {
+    state: (lock, frozenset(moves)) for state, (lock, moves) in _TABLE.items()
+}
+del S, RUN, HOLDS, FREE, _TABLE
+
+# The states that hold a pod's lock: the database constraint is built from this.
+ACTIVE_STATUSES: tuple[Status, ...] = tuple(status for status, (active, _) in TABLE.items() if active)
+# A run's status on GitHub, and the request state it means.
+RUN_STATUS = {
+    "requested": Status.QUEUED,
+    "queued": Status.QUEUED,
+    "pending": Status.QUEUED,
+    "waiting": Status.WAITING,  # an environment protection rule holds the run
+    "in_progress": Status.IN_PROGRESS,
+    "completed": Status.COMPLETED,
+}
+# Outcomes that are not a failure of the deployment.
+GOOD_CONCLUSIONS = frozenset({Conclusion.SUCCESS, Conclusion.NEUTRAL, Conclusion.SKIPPED})
+
+
+class IllegalTransition(Exception):
+    """The request's current state does not allow the move (it may just have moved on)."""
+
+    def __init__(self, request_id: int | None, from_status: str, to_status: str):
+        super().__init__(f"Request {request_id} cannot move from {from_status} to {to_status}.")
+        self.from_status = from_status
+        self.to_status = to_status
+
+
+def can_move(from_status: str, to_status: str) -> bool:
+    return to_status in TABLE[Status(from_status)][1]
+
+
+def is_active(status: str) -> bool:
+    return TABLE[Status(status)][0]
+
+
+def transition(
+    request: DeploymentRequest,
+    to: Status,
+    *,
+    source: Source,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    message: str = "",
+    data: dict[str, Any] | None = None,
+    **fields: Any,
+) -> DeploymentEvent:
+    """Move ``request`` to ``to``, set ``fields`` on it, and record the event, in one transaction.
+
+    Raises IllegalTransition when the request's state, as read from the database, does not
+    allow the move. The update is conditional on the state last seen: if another writer moved
+    the request meanwhile, the move is checked again from where it is now.
+    """
+    model = type(request)
+    expected = request.status
+    # Bounded: the table has no cycle, so each retry sees a state further along.
+    for _ in TABLE:
+        if not can_move(expected, to):
+            request.status = expected
+            raise IllegalTransition(request.pk, expected, to)
+        now = timezone.now()
+        with transaction.atomic():
+            moved = model.objects.filter(pk=request.pk, status=expected)._transition(
+                status=to, updated_at=now, **fields
+            )
+            if moved:
+                for name, value in {"status": to, "updated_at": now, **fields}.items():
+                    setattr(request, name, value)
+                return _event(request, source, actor, message, data, from_status=expected, to_status=to)
+        expected = model.objects.values_list("status", flat=True).get(pk=request.pk)
+    raise IllegalTransition(request.pk, expected, to)  # pragma: no cover - unreachable on a DAG
+
+
+def created(
+    request: DeploymentRequest,
+    *,
+    source: Source,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    message: str = "Request created.",
+    data: dict[str, Any] | None = None,
+) -> DeploymentEvent:
+    """Record the birth of ``request`` (in its first state), in the transaction that saved it."""
+    return _event(request, source, actor, message, data, from_status="", to_status=request.status)
+
+
+def record(
+    request: DeploymentRequest,
+    *,
+    source: Source,
+    message: str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    data: dict[str, Any] | None = None,
+) -> DeploymentEvent:
+    """Record a notable fact about ``request`` that does not change its state."""
+    return _event(request, source, actor, message, data, from_status=request.status, to_status=request.status)
+
+
+def _event(
+    request: DeploymentRequest,
+    source: Source,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    message: str,
+    data: dict[str, Any] | None,
+    *,
+    from_status: str,
+    to_status: str,
+) -> DeploymentEvent:
+    return request.events.create(
+        source=source,
+        actor_id=actor.pk if actor is not None and actor.is_authenticated else None,
+        from_status=from_status,
+        to_status=to_status,
+        message=message,
+        data=data or {},
+    )

@@ -1,0 +1,82 @@
+"""Read-only queries over deployment requests: what the pages and services look up."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING
+
+from django.db.models import Count, Max, QuerySet
+
+from . import lifecycle
+from .models import DeploymentEvent, DeploymentRequest
+
+if TYPE_CHECKING:
+    from .gh import RunState
+
+REQUEST_ID_RE = re.compile(r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
+
+
+def active_request_for_pod(*, customer: str, environment: str) -> DeploymentRequest | None:
+    """The request holding the pod's lock, if any."""
+    return (
+        DeploymentRequest.objects.filter(
+            customer=customer, environment=environment, status__in=lifecycle.ACTIVE_STATUSES
+        )
+        .select_related("requested_by")
+        .first()
+    )
+
+
+def request_for_run(run: RunState) -> DeploymentRequest | None:
+    """The request a run belongs to: by the ``[request_id]`` in its title, else by run id."""
+    match = REQUEST_ID_RE.search(run.display_title)
+    if match:
+        request = DeploymentRequest.objects.filter(idempotency_key=match.group(1)).first()
+        if request and request.run_id in (None, run.run_id):
+            return request
+    return DeploymentRequest.objects.filter(run_id=run.run_id).order_by("-created_at").first()
+
+
+def request_by_key(idempotency_key: uuid.UUID | str) -> DeploymentRequest | None:
+    return DeploymentRequest.objects.filter(idempotency_key=idempotency_key).first()
+
+
+def active_requests() -> QuerySet[DeploymentRequest]:
+    return DeploymentRequest.objects.filter(status__in=lifecycle.ACTIVE_STATUSES).order_by("pk")
+
+
+def pod_activity() -> dict[str, DeploymentRequest]:
+    """Per pod: its latest request. Two queries for any number of pods."""
+    latest_ids = (
+        DeploymentRequest.objects.values("customer", "environment").annotate(last=Max("id")).values("last")
+    )
+    return {
+        r.pod: r for r in DeploymentRequest.objects.filter(id__in=latest_ids).select_related("requested_by")
+    }
+
+
+def activity_stamp() -> str:
+    """Changes whenever a deployment request is created or updated."""
+    stamp = DeploymentRequest.objects.aggregate(latest=Max("updated_at"), count=Count("id"))
+    return f"{stamp['count']}:{stamp['latest'].timestamp() if stamp['latest'] else 0}"
+
+
+def requests_filtered(*, pod: str = "", status: str = "", user: str = "") -> QuerySet[DeploymentRequest]:
+    """The history page's list: ``pod`` is a customer or customer/environment."""
+    requests = DeploymentRequest.objects.select_related("requested_by")
+    if "/" in pod:
+        customer, _, environment = pod.partition("/")
+        requests = requests.filter(customer=customer, environment=environment)
+    elif pod:
+        requests = requests.filter(customer=pod)
+    if status:
+        requests = requests.filter(status=status)
+    if user:
+        requests = requests.filter(requested_by__username=user)
+    return requests
+
+
+def request_events(request: DeploymentRequest) -> QuerySet[DeploymentEvent]:
+    """The request's timeline, oldest first."""
+    return request.events.select_related("actor").order_by("at", "id")
