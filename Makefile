@@ -19,6 +19,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	DJANGO_DEBUG=true DJANGO_SECRET_KEY= $(PY) -m mypy
 
 # Every test on SQLite (browser tests included), then the database tests again on PostgreSQL.
 test: lint browser
