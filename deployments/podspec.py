@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,10 +21,17 @@ import yaml
 
 FIELDS = ("customer", "environment", "instance_name", "instance_type", "waf_enabled")
 
+# Every rule is applied with fullmatch, and anchored with \A...\Z as well: "$" would also
+# match before a trailing newline, and "acme\n" once slipped through as a customer.
 # Lowercase path components: no "..", "/", spaces, upper case or unicode look-alikes.
-PATH_COMPONENT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$", re.ASCII)
+PATH_COMPONENT_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z", re.ASCII)
 # 3-63 chars, starts with a letter, lowercase letters/digits/hyphens, no trailing hyphen.
-INSTANCE_NAME_RE = re.compile(r"^[a-z](?:[a-z0-9-]{1,61}[a-z0-9])$", re.ASCII)
+INSTANCE_NAME_RE = re.compile(r"\A[a-z](?:[a-z0-9-]{1,61}[a-z0-9])\Z", re.ASCII)
+# The portal's DeploymentRequest key, as str(uuid.UUID) writes it.
+REQUEST_ID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.ASCII)
+# SPECS_PATH in the workflow: relative, no "." or ".." components, nothing a shell or an
+# Actions output file could misread.
+SPECS_PATH_COMPONENT_RE = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,100}\Z", re.ASCII)
 
 DEFAULT_INSTANCE_TYPES = (
     *(f"t3.{size}" for size in ("micro", "small", "medium", "large", "xlarge", "2xlarge")),
@@ -39,6 +47,46 @@ _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # A value longer than this is rejected before any regex runs on it.
 MAX_VALUE_LENGTH = 100
+
+# A spec is five short "field: value" lines, about 100 bytes. Longer text is refused before
+# YAML sees it; exported so the inventory can refuse larger blobs by their size in the tree.
+MAX_SPEC_BYTES = 4096
+# Upper bound on the structure a spec may hold: keys, list items and brackets, counted
+# outside comment lines. Every nested collection needs at least one of them, so this bounds
+# the nesting depth whatever the quoting, and keeps both loaders far from deep recursion: the
+# C loader's composer recurses without a limit (tens of KiB of "[" crashed a worker with
+# SIGSEGV), the pure-Python one raises RecursionError.
+MAX_SPEC_INDICATORS = 64
+# A spec is one flat mapping (depth 1). Depth 2 still reaches validate(), which then names
+# the field ("customer must be text"); anything deeper is refused before it is loaded.
+MAX_SPEC_DEPTH = 2
+
+_INDICATOR_RE = re.compile(r"[\[{]|[-?:](?=\s|\Z)")
+# A line whose first non-blank character is "#" is a comment, or text inside a quoted or
+# block scalar: never structure, so it is not counted. CR alone ends a line too, for YAML.
+_COMMENT_LINE_RE = re.compile(r"(?:\A|(?<=[\r\n]))[ \t]*#[^\r\n]*")
+
+# Unicode categories never allowed in a value: controls (Cc: NUL, tab, CR, LF, U+0085...),
+# invisible format characters (Cf: zero-width space, bidi overrides...), surrogates,
+# private-use and unassigned code points, line and paragraph separators (U+2028/U+2029).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CHAR_NAMES = {
+    "\n": "a line break",
+    "\r": "a carriage return",
+    "\t": "a tab",
+    "\x00": "a NUL character",
+    "\x85": "a line break",
+    "\u2028": "a line separator",
+    "\u2029": "a paragraph separator",
+    "\ufeff": "a byte order mark",
+}
+_CATEGORY_NAMES = {
+    "Cf": "an invisible formatting character",
+    "Cs": "a lone surrogate",
+    "Co": "a private-use character",
+    "Cn": "an unassigned character",
+}
 
 
 class SpecError(ValueError):
@@ -71,6 +119,23 @@ class PodSpec:
         return inputs
 
 
+def _unsafe_char(text: str, allowed: str = "") -> int | None:
+    """The index of the first control or invisible character of ``text`` not in ``allowed``."""
+    if text.isascii():  # the usual case, and ASCII's only such characters are its controls
+        found = (m.start() for m in _ASCII_CONTROL_RE.finditer(text) if m.group() not in allowed)
+        return next(found, None)
+    for index, char in enumerate(text):
+        if char not in allowed and unicodedata.category(char) in _UNSAFE_CATEGORIES:
+            return index
+    return None
+
+
+def _describe_char(char: str) -> str:
+    """'a line break (U+000A)': a character a person cannot see, named in words."""
+    name = _CHAR_NAMES.get(char) or _CATEGORY_NAMES.get(unicodedata.category(char), "a control character")
+    return f"{name} (U+{ord(char):04X})"
+
+
 def _check_text(value: object, label: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{label} must be text")
@@ -78,13 +143,16 @@ def _check_text(value: object, label: str) -> str:
         raise ValueError(f"{label} cannot be empty")
     if len(value) > MAX_VALUE_LENGTH:
         raise ValueError(f"{label} is too long (at most {MAX_VALUE_LENGTH} characters)")
+    index = _unsafe_char(value)
+    if index is not None:
+        raise ValueError(f"{label} must not contain {_describe_char(value[index])}")
     return value
 
 
 def validate_path_component(value: object, field: str) -> str:
     """A customer or environment name: it becomes a directory in the specs repository."""
     value = _check_text(value, field)
-    if not PATH_COMPONENT_RE.match(value):
+    if not PATH_COMPONENT_RE.fullmatch(value):
         raise ValueError(
             f"{field} must be 1-32 lowercase letters, digits or hyphens, "
             "starting and ending with a letter or digit"
@@ -94,7 +162,7 @@ def validate_path_component(value: object, field: str) -> str:
 
 def validate_instance_name(value: object) -> str:
     value = _check_text(value, "instance_name")
-    if not INSTANCE_NAME_RE.match(value):
+    if not INSTANCE_NAME_RE.fullmatch(value):
         raise ValueError(
             "instance_name must be 3-63 lowercase letters, digits or hyphens, "
             "start with a letter and not end with a hyphen"
@@ -118,12 +186,44 @@ def validate_waf_enabled(value: object) -> bool:
     raise ValueError("waf_enabled must be true or false")
 
 
+def validate_request_id(value: object) -> str:
+    """The workflow's ``request_id``: empty (a hand dispatch) or the portal's request UUID."""
+    if value == "":
+        return ""
+    value = _check_text(value, "request_id")
+    if not REQUEST_ID_RE.fullmatch(value):
+        raise ValueError(
+            "request_id must be empty or a lowercase UUID such as 123e4567-e89b-42d3-a456-426614174000"
+        )
+    return value
+
+
+def validate_specs_path(value: object) -> str:
+    """The workflow's ``SPECS_PATH``: a relative directory of plain names, e.g. ``pods``."""
+    value = _check_text(value, "SPECS_PATH")
+    parts = value.rstrip("/").split("/")
+    if not all(SPECS_PATH_COMPONENT_RE.fullmatch(part) for part in parts):
+        raise ValueError(
+            "SPECS_PATH must be a relative path of names made of letters, digits, '.', '_' or '-' (no '..')"
+        )
+    return value
+
+
+def _show_key(key: object) -> str:
+    """A spec key as it may appear in an error message: short, with nothing invisible."""
+    text = key if isinstance(key, str) else repr(key)
+    if len(text) > 40 or _unsafe_char(text) is not None:
+        return repr(text[:40]) + ("..." if len(text) > 40 else "")
+    return text
+
+
 def validate(data: Mapping[str, object], allowed_types: Iterable[str] = DEFAULT_INSTANCE_TYPES) -> PodSpec:
     """Check every field of ``data``; raise SpecError naming each bad one."""
     errors: dict[str, str] = {}
-    unknown = sorted(str(key) for key in data if key not in FIELDS)
+    unknown = sorted(_show_key(key) for key in data if key not in FIELDS)
     if unknown:
-        errors["spec"] = f"unknown field(s): {', '.join(unknown)}"
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        errors["spec"] = f"unknown field(s): {', '.join(unknown[:5])}{more}"
     checks = {
         "customer": lambda v: validate_path_component(v, "customer"),
         "environment": lambda v: validate_path_component(v, "environment"),
@@ -145,12 +245,101 @@ def validate(data: Mapping[str, object], allowed_types: Iterable[str] = DEFAULT_
     return PodSpec(**values)
 
 
+def _line(text: str, index: int) -> int:
+    return text.count("\n", 0, index) + 1
+
+
+def _check_text_shape(text: str) -> None:
+    """Refuse, without any YAML parser, text too large or too structured to be a spec."""
+    if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
+        raise SpecError(
+            {"spec": f"spec.yml is larger than {MAX_SPEC_BYTES} bytes; a spec is five short lines"}
+        )
+    # Tabs and line ends are YAML's own, and a byte order mark may open the file. Anything else
+    # invisible is refused everywhere, comments included (YAML 1.1 reads U+0085 and U+2028/9
+    # as line breaks, which would make the comment-line count below miss lines).
+    body = text.removeprefix("\ufeff")
+    index = _unsafe_char(body, allowed="\t\n\r")
+    if index is not None:
+        index += len(text) - len(body)
+        where = f"on line {_line(text, index)}"
+        raise SpecError({"spec": f"spec.yml contains {_describe_char(text[index])} {where}"})
+    indicators = len(_INDICATOR_RE.findall(_COMMENT_LINE_RE.sub("", text)))
+    if indicators > MAX_SPEC_INDICATORS:
+        raise SpecError(
+            {
+                "spec": f"spec.yml has more structure than a spec ({indicators} keys, list items or "
+                f"brackets; at most {MAX_SPEC_INDICATORS}): a spec is one flat mapping of field: value"
+            }
+        )
+
+
+def _check_events(text: str) -> None:
+    """Walk the YAML events (an iterative parse, no recursion) before anything is built.
+
+    Refuses nesting deeper than MAX_SPEC_DEPTH, anchors, aliases and tags (a spec needs none,
+    and aliases are how "billion laughs" documents grow), more than one document, and a
+    field given twice (YAML would silently keep the last one).
+    """
+    depth = documents = children = 0
+    top_is_mapping = False
+    keys: dict[str, int] = {}
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        line = event.start_mark.line + 1 if event.start_mark else 0
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise SpecError({"spec": f"spec.yml holds more than one YAML document (line {line})"})
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise SpecError({"spec": f"spec.yml uses a YAML anchor or alias on line {line}; a spec may not"})
+        if getattr(event, "tag", None):
+            raise SpecError({"spec": f"spec.yml uses a YAML tag on line {line}; a spec may not"})
+        if isinstance(event, yaml.NodeEvent) and depth == 1 and top_is_mapping:
+            children += 1
+            if children % 2 and isinstance(event, yaml.ScalarEvent):
+                if event.value in keys:
+                    field = _show_key(event.value)
+                    raise SpecError(
+                        {"spec": f"{field} is given twice (lines {keys[event.value]} and {line})"}
+                    )
+                keys[event.value] = line
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth == 1:
+                top_is_mapping = isinstance(event, yaml.MappingStartEvent)
+            if depth > MAX_SPEC_DEPTH:
+                raise SpecError(
+                    {
+                        "spec": f"spec.yml nests lists or mappings {depth} deep on line {line}; "
+                        "a spec is one flat mapping of field: value"
+                    }
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{exc.problem}{where}"[:200]
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 def parse(text: str, allowed_types: Iterable[str] = DEFAULT_INSTANCE_TYPES) -> PodSpec:
-    """Parse and validate a spec.yml document."""
+    """Parse and validate a spec.yml document.
+
+    Any text at all, however hostile, gives a PodSpec or a SpecError with a reason a person
+    can act on: size, characters and structure are checked before YAML builds anything.
+    """
+    _check_text_shape(text)
     try:
+        _check_events(text)
         data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, the C one when built
     except yaml.YAMLError as exc:
-        raise SpecError({"spec": f"not valid YAML: {str(exc).splitlines()[0]}"}) from None
+        raise SpecError({"spec": f"not valid YAML: {_yaml_problem(exc)}"}) from None
+    except RecursionError:  # not expected after the checks above; never a crashed worker
+        raise SpecError({"spec": "spec.yml nests too deeply to read"}) from None
     if not isinstance(data, dict):
         raise SpecError({"spec": "spec.yml must be a mapping of field: value"})
     return validate(data, allowed_types)
@@ -183,13 +372,30 @@ ENV_NAMES = {field: field.upper() for field in FIELDS}
 
 
 def _spec_from_env(environ: Mapping[str, str]) -> PodSpec:
+    """The spec from the workflow's environment, with REQUEST_ID and SPECS_PATH checked too:
+    the workflow writes them into a commit message and a step output."""
     allowed = environ.get("ALLOWED_INSTANCE_TYPES")
     allowed_types = (
         [t.strip() for t in allowed.split(",") if t.strip()] if allowed else DEFAULT_INSTANCE_TYPES
     )
     data = {field: environ.get(name, "") for field, name in ENV_NAMES.items()}
     data = {field: value for field, value in data.items() if value != ""}
-    return validate(data, allowed_types)
+    errors: dict[str, str] = {}
+    try:
+        spec = validate(data, allowed_types)
+    except SpecError as exc:
+        errors |= exc.errors
+    for name, check, default in (
+        ("request_id", validate_request_id, ""),
+        ("specs_path", validate_specs_path, "pods"),
+    ):
+        try:
+            check(environ.get(name.upper(), default))
+        except ValueError as exc:
+            errors[name] = str(exc)
+    if errors:
+        raise SpecError(errors)
+    return spec
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

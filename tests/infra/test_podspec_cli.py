@@ -60,6 +60,34 @@ HOSTILE = [
     ("WAF_ENABLED", "yes"),
     ("WAF_ENABLED", "True"),
     ("WAF_ENABLED", "1"),
+    # A trailing newline once passed a `$`-anchored regex: the run wrote a directory named
+    # "acme\n" and a two-line GITHUB_OUTPUT.
+    ("CUSTOMER", "acme\n"),
+    ("CUSTOMER", "\nacme"),
+    ("CUSTOMER", "acme\nfile=/etc/passwd"),
+    ("ENVIRONMENT", "prod\r"),
+    ("ENVIRONMENT", "prod\u2028"),
+    ("ENVIRONMENT", "pr\u200bod"),
+    ("INSTANCE_NAME", "acme-prod-web\n"),
+    ("INSTANCE_NAME", "acme-prod-web\t"),
+    ("INSTANCE_NAME", "\u202eacme-prod-web"),
+    ("INSTANCE_TYPE", "t3.medium\x85"),
+    ("WAF_ENABLED", "true\n"),
+    ("REQUEST_ID", "manual"),
+    ("REQUEST_ID", "7"),
+    ("REQUEST_ID", "6F1C2A9E-3B4D-4E5F-8A7B-9C0D1E2F3A4B"),
+    ("REQUEST_ID", "{6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b}"),
+    ("REQUEST_ID", "6f1c2a9e3b4d4e5f8a7b9c0d1e2f3a4b"),
+    ("REQUEST_ID", "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b\n"),
+    ("REQUEST_ID", "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b]\n\nInjected commit trailer"),
+    ("REQUEST_ID", "$(id)"),
+    ("REQUEST_ID", " "),
+    ("SPECS_PATH", "../outside"),
+    ("SPECS_PATH", "/etc"),
+    ("SPECS_PATH", "pods/../.."),
+    ("SPECS_PATH", "pods\nfile=/etc/passwd"),
+    ("SPECS_PATH", "po ds"),
+    ("SPECS_PATH", "a//b"),
 ]
 
 
@@ -99,3 +127,37 @@ def test_render_round_trips_through_parse(waf, tmp_path):
     assert podspec.render(spec) == text
     # Without --out, the same text goes to stdout.
     assert run_cli("render", WAF_ENABLED=waf).stdout == text
+
+
+@pytest.mark.parametrize(
+    "request_id", ["", "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b"], ids=["hand dispatch", "portal"]
+)
+def test_request_id_may_be_empty_or_a_lowercase_uuid(request_id):
+    result = run_cli("validate", REQUEST_ID=request_id)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("specs_path", ["pods", "pods/", "deploy/pods", "specs_v2.d"])
+def test_specs_path_may_be_a_relative_directory(specs_path):
+    result = run_cli("validate", SPECS_PATH=specs_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_bad_input_is_reported_at_once():
+    result = run_cli("validate", CUSTOMER="acme\n", REQUEST_ID="manual", SPECS_PATH="../x")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "invalid customer: customer must not contain a line break (U+000A)",
+        "invalid request_id: request_id must be empty or a lowercase UUID such as "
+        "123e4567-e89b-42d3-a456-426614174000",
+        "invalid specs_path: SPECS_PATH must be a relative path of names made of letters, digits, "
+        "'.', '_' or '-' (no '..')",
+    ]
+
+
+@pytest.mark.parametrize("name", [*VALID, "REQUEST_ID"])
+def test_nul_in_any_input_is_refused(name, capsys):
+    # An environment variable cannot carry NUL, so this one runs the CLI in process.
+    environ = {**VALID, name: "ac\x00me"}
+    assert podspec.main(["validate"], environ=environ) == 1
+    assert f"invalid {name.lower()}:" in capsys.readouterr().err
