@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from deployments import podspec
+from fakegithub.workflow import render_expressions
 
 from .conftest import REPO_ROOT
 
@@ -124,8 +126,86 @@ def test_deploy_permissions_are_least_privilege():
 
 def test_deploy_runs_one_at_a_time_per_pod():
     concurrency = load(DEPLOY)["concurrency"]
-    assert concurrency["group"] == "deploy-pod-${{ inputs.customer }}-${{ inputs.environment }}"
+    assert concurrency["group"] == "deploy-pod-${{ inputs.customer }}/${{ inputs.environment }}"
     assert concurrency["cancel-in-progress"] is False
+
+
+def concurrency_group(customer: str, environment: str) -> str:
+    return render_expressions(
+        load(DEPLOY)["concurrency"]["group"], {"customer": customer, "environment": environment}
+    )
+
+
+def test_pods_whose_names_share_a_hyphen_get_different_concurrency_groups():
+    # With "-" as the separator both were "deploy-pod-a-b-c": one pod's run waited on the other's.
+    assert concurrency_group("a-b", "c") != concurrency_group("a", "b-c")
+    assert concurrency_group("acme", "prod") == concurrency_group("acme", "prod")
+
+
+def step_script(name: str) -> str:
+    (job,) = load(DEPLOY)["jobs"].values()
+    return next(step["run"] for step in job["steps"] if step.get("name") == name)
+
+
+def run_step(name: str, workspace: Path, inputs: dict[str, str]) -> subprocess.CompletedProcess:
+    """One `run:` step of the deploy job, under bash -e as a runner runs it, in ``workspace``."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO_ROOT),
+        "SPECS_PATH": "pods",
+        "REQUEST_ID": "",
+        "GITHUB_OUTPUT": str(workspace / "output"),
+        "GITHUB_STEP_SUMMARY": str(workspace / "summary"),
+        **inputs,
+    }
+    script = step_script(name).replace("python -m", f"{sys.executable} -m")
+    return subprocess.run(
+        ["bash", "-e", "-c", script], cwd=workspace, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+VALID_INPUTS = {
+    "CUSTOMER": "acme",
+    "ENVIRONMENT": "prod",
+    "INSTANCE_NAME": "acme-prod-web",
+    "INSTANCE_TYPE": "t3.medium",
+    "WAF_ENABLED": "true",
+    "REQUEST_ID": "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b",
+}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    subprocess.run(["git", "init", "--quiet", str(tmp_path)], check=True, timeout=30)
+    return tmp_path
+
+
+def test_render_step_writes_one_step_output_line(workspace):
+    assert run_step("Validate inputs", workspace, VALID_INPUTS).returncode == 0
+    result = run_step("Render spec.yml", workspace, VALID_INPUTS)
+    assert result.returncode == 0, result.stderr
+    assert (workspace / "output").read_text() == "file=pods/acme/prod/spec.yml\n"
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"CUSTOMER": "acme\n"},
+        {"ENVIRONMENT": "prod\nfile=/etc/passwd"},
+        {"CUSTOMER": "acme\r"},
+        {"SPECS_PATH": "pods\nfile=/etc/passwd"},
+        {"REQUEST_ID": "x]\n\nSigned-off-by: someone"},
+    ],
+    ids=repr,
+)
+def test_validate_step_stops_the_job_before_anything_reaches_the_step_output(workspace, inputs):
+    result = run_step("Validate inputs", workspace, VALID_INPUTS | inputs)
+    assert result.returncode == 1
+    assert "invalid " in result.stderr
+    # The render step validates again on its own, so even run alone it writes nothing.
+    assert run_step("Render spec.yml", workspace, VALID_INPUTS | inputs).returncode != 0
+    assert not (workspace / "output").exists()
+    assert not (workspace / "pods").exists()
 
 
 def test_deploy_steps_in_order():
