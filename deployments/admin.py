@@ -85,6 +85,9 @@ class DeploymentRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("requested_by",)
     actions = ["export_csv", "release_lock"]
     inlines = [DeploymentEventInline]
+    # The stored URL is shown through run_link, which links only pages of the configured GitHub.
+    exclude = ("run_url",)
+    readonly_fields = ("run_link",)
 
     @admin.display(description="pod", ordering="customer")
     def pod(self, obj):
@@ -92,10 +95,10 @@ class DeploymentRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="run")
     def run_link(self, obj):
-        if not obj.run_url:
-            return "-"
+        if not obj.run_link:
+            return f"#{obj.run_number or obj.run_id}" if obj.run_id else "-"
         return format_html(
-            '<a href="{}" rel="noopener" target="_blank">#{}</a>', obj.run_url, obj.run_number or obj.run_id
+            '<a href="{}" rel="noopener" target="_blank">#{}</a>', obj.run_link, obj.run_number or obj.run_id
         )
 
     @admin.action(description="Export selected requests as CSV")

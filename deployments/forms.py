@@ -69,6 +69,12 @@ class DeploymentForm(forms.Form):
             raise ValidationError(f"Pod {customer}/{environment} already exists.", code="duplicate_pod")
         if data["mode"] == DeploymentRequest.Mode.EDIT and not self.pod:
             raise ValidationError(f"Pod {customer}/{environment} does not exist.", code="unknown_pod")
+        if self.pod and not self.pod.loaded:
+            raise ValidationError(
+                f"The current spec of {customer}/{environment} is not loaded yet: GitHub's rate limit is "
+                "low and kept for deployments. Try again in a few minutes.",
+                code="not_loaded",
+            )
         return data
 
     @property

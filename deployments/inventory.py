@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -35,6 +35,7 @@ class Pod:
     text: str
     spec: podspec.PodSpec | None
     error: str = ""
+    loaded: bool = True  # False: its blob was not fetched yet (rate-limit reserve); retried next time
 
     @property
     def key(self) -> str:
@@ -52,6 +53,7 @@ class Listing:
         self.pods = pods
         self.truncated = truncated  # GitHub cut the tree short: some pods may be missing
         self.version = version  # changes whenever the tree (or the rules) change
+        self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
         self.by_key = {pod.key: pod for pod in pods}
 
 
@@ -65,7 +67,7 @@ def _cache_key() -> str:
         [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
         + sorted(settings.ALLOWED_INSTANCE_TYPES)
     )
-    return "inventory:v2:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+    return "inventory:v3:" + hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
 def _pods_key(base: str, etag: str | None) -> str:
@@ -101,10 +103,13 @@ def _load(*, revalidate: bool) -> Listing:
         assert listing is not None and meta is not None
         cache.set(f"{base}:meta", {"etag": meta["etag"], "checked_at": time.time()}, timeout=None)
         return listing
-    previous = {(pod.path, pod.sha): pod for pod in listing.pods} if listing else {}
+    previous = {(pod.path, pod.sha): pod for pod in listing.pods if pod.loaded} if listing else {}
     pods = _build(tree.entries, previous)
     if tree.truncated:
         logger.warning("GitHub truncated the tree of %s: the pod list is incomplete", settings.GH_REPO)
+    if not all(pod.loaded for pod in pods):
+        # Not kept under this tree's ETag: the next view asks again and fetches the rest.
+        return Listing(pods, f"{_pods_key(base, tree.etag)}:partial:{len(pods)}", tree.truncated)
     cache.set(_pods_key(base, tree.etag), {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
     cache.set(f"{base}:meta", {"etag": tree.etag, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.etag) or Listing(pods, _pods_key(base, tree.etag), tree.truncated)
@@ -139,25 +144,68 @@ def _build(entries: tuple[gh.TreeEntry, ...], previous: dict[tuple[str, str], Po
         parts = entry.path.split("/")[prefix_parts:]
         if len(parts) == 3:  # <customer>/<environment>/spec.yml
             wanted.append((entry, parts[0], parts[1]))
-    texts = _blob_texts({entry.sha for entry, _, _ in wanted if (entry.path, entry.sha) not in previous})
-    pods = [
-        previous.get((entry.path, entry.sha)) or _parse(entry, customer, environment, texts[entry.sha])
-        for entry, customer, environment in wanted
-    ]
+    texts = _blob_texts(
+        {
+            entry.sha
+            for entry, _, _ in wanted
+            if (entry.path, entry.sha) not in previous and entry.size <= podspec.MAX_SPEC_BYTES
+        }
+    )
+    pods = []
+    for entry, customer, environment in wanted:
+        pod = previous.get((entry.path, entry.sha))
+        if pod is None:
+            if entry.size > podspec.MAX_SPEC_BYTES:
+                error = (
+                    f"spec.yml is larger than {podspec.MAX_SPEC_BYTES} bytes (or of unknown size): not read"
+                )
+                pod = Pod(customer, environment, entry.path, entry.sha, "", None, error)
+            elif entry.sha in texts:
+                pod = _parse(entry, customer, environment, texts[entry.sha])
+            else:
+                error = "not loaded yet: GitHub's rate limit is low and kept for deployments"
+                pod = Pod(customer, environment, entry.path, entry.sha, "", None, error, loaded=False)
+        pods.append(pod)
     return sorted(pods, key=lambda pod: (pod.customer, pod.environment))
 
 
 def _blob_texts(shas: set[str]) -> dict[str, str]:
+    """The texts of ``shas``: from the cache, else fetched a batch at a time, each kept as soon as
+    it arrives (a failure half-way loses nothing). Fetching stops while GitHub's remaining rate
+    limit is within INVENTORY_RATE_LIMIT_RESERVE, so a cold listing never starves a dispatch."""
     if not shas:
         return {}
     found = cache.get_many([f"blob:{sha}" for sha in shas])
     texts = {key.removeprefix("blob:"): text for key, text in found.items()}
     missing = sorted(shas - texts.keys())
-    if missing:
-        with ThreadPoolExecutor(max_workers=min(BLOB_FETCH_WORKERS, len(missing))) as pool:
-            fetched = dict(zip(missing, pool.map(gh.get_blob_text, missing), strict=True))
-        cache.set_many({f"blob:{sha}": text for sha, text in fetched.items()}, timeout=None)
-        texts.update(fetched)
+    if not missing:
+        return texts
+    with ThreadPoolExecutor(max_workers=min(BLOB_FETCH_WORKERS, len(missing))) as pool:
+        for start in range(0, len(missing), BLOB_FETCH_WORKERS):
+            remaining = gh.rate_limit_remaining()
+            if (
+                remaining is not None
+                and remaining - BLOB_FETCH_WORKERS < settings.INVENTORY_RATE_LIMIT_RESERVE
+            ):
+                logger.warning(
+                    "pod listing stopped with %d specs unread: %d requests left in GitHub's rate limit",
+                    len(missing) - start,
+                    remaining,
+                )
+                break
+            batch = missing[start : start + BLOB_FETCH_WORKERS]
+            futures = {pool.submit(gh.get_blob_text, sha): sha for sha in batch}
+            failure = None
+            for future in as_completed(futures):
+                try:
+                    text = future.result()
+                except gh.GitHubError as exc:
+                    failure = failure or exc
+                    continue
+                cache.set(f"blob:{futures[future]}", text, timeout=None)
+                texts[futures[future]] = text
+            if failure:
+                raise failure
     return texts
 
 

@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from . import lifecycle
+from . import gh, lifecycle
 
 
 class LifecycleError(Exception):
@@ -129,6 +129,11 @@ class DeploymentRequest(models.Model):
     @property
     def is_active(self) -> bool:
         return lifecycle.is_active(self.status)
+
+    @property
+    def run_link(self) -> str:
+        """``run_url`` when it is a page of the repository on the configured GitHub, else ""."""
+        return self.run_url if self.run_url and gh.is_run_url(self.run_url) else ""
 
     @property
     def failed(self) -> bool:

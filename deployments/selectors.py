@@ -29,11 +29,16 @@ def active_request_for_pod(*, customer: str, environment: str) -> DeploymentRequ
 
 
 def request_for_run(run: RunState) -> DeploymentRequest | None:
-    """The request a run belongs to: by the ``[request_id]`` in its title, else by run id."""
+    """The request a run belongs to: by the ``[request_id]`` in its title, when the title also
+    names the request's pod (``Deploy <customer>/<environment> [<request_id>]``), else by run id."""
     match = REQUEST_ID_RE.search(run.display_title)
     if match:
         request = DeploymentRequest.objects.filter(idempotency_key=match.group(1)).first()
-        if request and request.run_id in (None, run.run_id):
+        if (
+            request
+            and request.run_id in (None, run.run_id)
+            and f"{request.pod} [{request.request_id}]" in run.display_title
+        ):
             return request
     return DeploymentRequest.objects.filter(run_id=run.run_id).order_by("-created_at").first()
 

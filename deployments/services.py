@@ -137,7 +137,8 @@ def deployment_request_dispatch(
         error = gh.GitHubError(f"{message} The details are in the log.")
         error.context = {"deployment": request}
         raise error from None
-    run = {"run_id": result.run_id, "run_url": result.run_url or ""} if result.run_id else {}
+    run_url = result.run_url if result.run_url and gh.is_run_url(result.run_url) else ""
+    run = {"run_id": result.run_id, "run_url": run_url} if result.run_id else {}
     facts = {"run_id": result.run_id, "correlated_by": result.correlated_by}
     with transaction.atomic():
         try:
@@ -218,14 +219,20 @@ def deployment_request_apply_run(
     Returns True when the request changed. Safe to call from the webhook and the sync at once:
     the row is locked, and each move is recorded by exactly one of them.
     """
+    foreign = gh.foreign_run_reason(run)
+    if foreign:
+        logger.warning("request %s: ignored %s (run %s)", request.pk, foreign, run.run_id)
+        return False
     target = lifecycle.RUN_STATUS.get(run.status)
     facts = {"run_id": run.run_id, "run_status": run.status, "conclusion": run.conclusion, **(data or {})}
     with transaction.atomic():
         request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
+        if request.run_id not in (None, run.run_id):
+            return False  # the request follows another run: this one never rewrites it
         links: dict[str, Any] = {}
         if request.run_id is None:
             links["run_id"] = run.run_id
-        if run.html_url and request.run_url != run.html_url:
+        if not request.run_url and gh.is_run_url(run.html_url):
             links["run_url"] = run.html_url
         if run.run_number and request.run_number != run.run_number:
             links["run_number"] = run.run_number

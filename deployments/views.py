@@ -60,6 +60,7 @@ def pod_list(request):
         "pods": pods,
         "query": query,
         "truncated": listing.truncated,
+        "incomplete": listing.incomplete,
         # The rendered rows are reused until the specs or any request change (or a minute passes).
         "rows_version": f"{listing.version}:{selectors.activity_stamp()}:{query}:{page.number}",
         "activity": SimpleLazyObject(selectors.pod_activity),

@@ -60,8 +60,12 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
     try:
         payload = json.loads(body)
         run = gh.run_state_from_payload(payload["workflow_run"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return _answer(400, "Not a workflow_run payload.")
+    foreign = gh.foreign_run_reason(run)
+    if foreign:
+        logger.warning("webhook %s ignored: %s (run %s)", delivery[:64], foreign, run.run_id)
+        return _answer(202, f"Ignored: {foreign}.")
     with transaction.atomic():
         if delivery:
             try:

@@ -155,6 +155,9 @@ DEPLOY_REF = env.str("DEPLOY_REF", default="main")
 ALLOWED_INSTANCE_TYPES = env.list("ALLOWED_INSTANCE_TYPES", default=list(DEFAULT_INSTANCE_TYPES))
 # How long a checked pod listing is served without asking GitHub again (0: ask on every view).
 INVENTORY_FRESH_SECONDS = env.int("INVENTORY_FRESH_SECONDS", default=5)
+# A cold pod listing stops reading specs while fewer requests than this are left in GitHub's
+# rate limit, keeping them for dispatches and run syncs; the rest is read on a later view.
+INVENTORY_RATE_LIMIT_RESERVE = env.int("INVENTORY_RATE_LIMIT_RESERVE", default=200)
 # How long /health keeps a GitHub probe, so a monitoring storm costs one probe per period.
 HEALTH_CACHE_SECONDS = env.int("HEALTH_CACHE_SECONDS", default=30)
 # A request still active after this long is closed as "stale" by sync_runs.

@@ -1,5 +1,8 @@
 """Form data, factories and helpers shared by every test module."""
 
+import hashlib
+import hmac
+import json
 import threading
 import uuid
 from collections import deque
@@ -75,6 +78,24 @@ def post_concurrently(user, payloads: list[dict]) -> list:
     for thread in threads:
         thread.join()
     return results
+
+
+WEBHOOK_SECRET = "test-webhook-secret"  # what tests.conftest.use_emulator configures
+
+
+def sign(body: bytes, secret: str = WEBHOOK_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def post_event(client, payload: dict, *, event="workflow_run", delivery=None, signature=None, body=None):
+    """POST a webhook event, signed with the portal's secret unless ``signature`` says otherwise."""
+    body = body if body is not None else json.dumps(payload).encode()
+    headers = {
+        "HTTP_X_GITHUB_EVENT": event,
+        "HTTP_X_GITHUB_DELIVERY": delivery or str(uuid.uuid4()),
+        "HTTP_X_HUB_SIGNATURE_256": sign(body) if signature is None else signature,
+    }
+    return client.post("/webhooks/github", body, content_type="application/json", **headers)
 
 
 def replay(client, delivery):

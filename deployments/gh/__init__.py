@@ -22,8 +22,17 @@ from .errors import (
     GitHubValidationError,
 )
 from .health import HealthReport, health_probe
-from .runs import DispatchResult, RunState, dispatch, find_run, get_run, run_state_from_payload
-from .specs import SpecTree, TreeEntry, get_blob_text, get_spec_tree
+from .runs import (
+    DispatchResult,
+    RunState,
+    dispatch,
+    find_run,
+    foreign_run_reason,
+    get_run,
+    is_run_url,
+    run_state_from_payload,
+)
+from .specs import SpecTree, TreeEntry, get_blob_text, get_spec_tree, rate_limit_remaining
 
 reset = state.reset
 
@@ -45,11 +54,14 @@ __all__ = [
     "auth_kind",
     "dispatch",
     "find_run",
+    "foreign_run_reason",
     "get_blob_text",
     "get_run",
     "get_spec_tree",
     "health_probe",
+    "is_run_url",
     "reset",
+    "rate_limit_remaining",
     "run_state_from_payload",
     "state",
     "web_url",

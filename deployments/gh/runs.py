@@ -15,8 +15,8 @@ import urllib3
 from django.conf import settings
 from github import GithubException
 
-from .client import _call, _conditional_get, _failure, _repo_url, state
-from .errors import GitHubError, _describe
+from .client import _call, _conditional_get, _failure, _repo_url, state, web_url
+from .errors import GitHubAPIError, GitHubError, _describe
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,41 @@ class RunState:
     run_started_at: dt.datetime | None
     updated_at: dt.datetime | None
     etag: str | None = None
+    # Where the run came from: checked before a run may touch a request (webhooks.py, services).
+    repository: str = ""
+    path: str = ""
+    event: str = ""
+    head_branch: str = ""
+    run_attempt: int = 1
 
 
-def _parse_time(value: str | None) -> dt.datetime | None:
-    if not value:
+# GitHub's ids are 64-bit; anything else in an id or number field is not GitHub's answer.
+_MAX_ID = 2**63 - 1
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if value is None or value == "":
         return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValueError("timestamp is not an ISO 8601 string")
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _integer(value: object, name: str, *, optional: bool = False) -> int | None:
+    """A positive 64-bit integer from JSON: not a float (``1e400`` is infinity), bool or string."""
+    if value is None and optional:
+        return None
+    if type(value) is not int or not 0 < value <= _MAX_ID:
+        raise ValueError(f"{name} is not a positive integer")
+    return value
+
+
+def _text(value: object, name: str, *, limit: int = 1024) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValueError(f"{name} is not a short string")
+    return value
 
 
 def _dispatch_errors() -> dict[str, str]:
@@ -146,12 +175,47 @@ def find_run(*, request_id: str, since: dt.datetime) -> RunState | None:
     created = (since - dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     requester = state.client(writes=False).requester
     url = _repo_url(f"/actions/workflows/{quote(settings.DEPLOY_WORKFLOW, safe='')}/runs")
-    params = {"event": "workflow_dispatch", "created": f">={created}", "per_page": "100"}
+    params = {
+        "event": "workflow_dispatch",
+        "branch": settings.DEPLOY_REF,
+        "created": f">={created}",
+        "per_page": "100",
+    }
     _, data = _call(lambda: requester.requestJsonAndCheck("GET", url, params))
-    for item in data.get("workflow_runs", []):
-        if marker in (item.get("display_title") or "") or marker in (item.get("name") or ""):
-            return run_state_from_payload(item)
+    for item in data.get("workflow_runs") or []:
+        try:
+            run = run_state_from_payload(item)
+        except (ValueError, KeyError, TypeError):
+            continue  # not shaped like a run: not ours either
+        if marker in run.display_title and not foreign_run_reason(run):
+            return run
     return None
+
+
+def foreign_run_reason(run: RunState) -> str:
+    """Why ``run`` is not a run of the deploy workflow the portal dispatches ("" when it is).
+
+    A signed webhook proves only that GitHub (or someone with the secret) sent it: an
+    organisation or App webhook reports every repository's runs, and a run of CI or of another
+    branch may carry a request id in its title. Only runs of GH_REPO's deploy workflow,
+    dispatched on DEPLOY_REF, may move a request.
+    """
+    if run.repository.lower() != settings.GH_REPO.lower():
+        return f"run of another repository ({run.repository or 'none'})"
+    workflow = f".github/workflows/{settings.DEPLOY_WORKFLOW}"
+    # Newer payloads may suffix the path with "@<ref>"; a numeric DEPLOY_WORKFLOW is an id, not a file.
+    if not settings.DEPLOY_WORKFLOW.isdigit() and run.path.split("@", 1)[0] != workflow:
+        return f"run of another workflow ({run.path or 'none'})"
+    if run.event != "workflow_dispatch":
+        return f"run triggered by {run.event or 'an unknown event'}, not workflow_dispatch"
+    if run.head_branch != settings.DEPLOY_REF:
+        return f"run on another branch ({run.head_branch or 'none'})"
+    return ""
+
+
+def is_run_url(url: str) -> bool:
+    """Whether ``url`` is a page of GH_REPO on the configured GitHub web host (safe to link)."""
+    return url.startswith(f"{web_url()}/{settings.GH_REPO}/") and "\\" not in url and url.isprintable()
 
 
 def get_run(run_id: int, *, etag: str | None = None) -> RunState | None:
@@ -165,19 +229,37 @@ def get_run(run_id: int, *, etag: str | None = None) -> RunState | None:
     if result is None:
         return None
     etag, data = result
-    return dataclasses.replace(run_state_from_payload(data), etag=etag)
+    try:
+        run = run_state_from_payload(data)
+    except (ValueError, KeyError, TypeError):
+        raise GitHubAPIError(f"GitHub's answer for run {run_id} is not shaped like a run.") from None
+    return dataclasses.replace(run, etag=etag)
 
 
 def run_state_from_payload(data: dict[str, Any]) -> RunState:
-    """A run from GitHub's JSON: the REST answer and a webhook's ``workflow_run`` share the shape."""
+    """A run from GitHub's JSON: the REST answer and a webhook's ``workflow_run`` share the shape.
+
+    Raises ValueError (or KeyError, TypeError) for a payload that is not shaped like GitHub's:
+    every field is checked for its type and size, since a signed webhook can still carry anything.
+    """
+    if not isinstance(data, dict):
+        raise TypeError("a run is a JSON object")
+    repository = data.get("repository")
+    run_id = _integer(data["id"], "id")
+    assert run_id is not None
     return RunState(
-        run_id=int(data["id"]),
-        status=data.get("status") or "",
-        conclusion=data.get("conclusion"),
-        html_url=data.get("html_url") or "",
-        run_number=data.get("run_number"),
-        display_title=data.get("display_title") or data.get("name") or "",
+        run_id=run_id,
+        status=_text(data.get("status"), "status", limit=32),
+        conclusion=_text(data.get("conclusion"), "conclusion", limit=32) or None,
+        html_url=_text(data.get("html_url"), "html_url"),
+        run_number=_integer(data.get("run_number"), "run_number", optional=True),
+        display_title=_text(data.get("display_title") or data.get("name"), "display_title"),
         created_at=_parse_time(data.get("created_at")),
         run_started_at=_parse_time(data.get("run_started_at")),
         updated_at=_parse_time(data.get("updated_at")),
+        repository=_text(repository.get("full_name"), "repository") if isinstance(repository, dict) else "",
+        path=_text(data.get("path"), "path"),
+        event=_text(data.get("event"), "event", limit=64),
+        head_branch=_text(data.get("head_branch"), "head_branch"),
+        run_attempt=_integer(data.get("run_attempt"), "run_attempt", optional=True) or 1,
     )

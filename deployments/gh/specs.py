@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import re
+import sys
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -15,6 +17,7 @@ from .client import _call, _conditional_get, _repo_url, state
 class TreeEntry:
     path: str
     sha: str
+    size: int  # bytes, from the tree: a blob can be refused without downloading it
 
 
 @dataclass(frozen=True)
@@ -43,20 +46,43 @@ def get_spec_tree(*, etag: str | None = None) -> SpecTree | None:
         return None
     etag, data = result
     prefix = settings.SPECS_PATH + "/"
+    tree = data.get("tree")
     entries = tuple(
-        TreeEntry(path=item["path"], sha=item["sha"])
-        for item in data.get("tree", [])
-        if item.get("type") == "blob"
+        TreeEntry(path=item["path"], sha=item["sha"], size=_size(item.get("size")))
+        for item in (tree if isinstance(tree, list) else [])
+        if isinstance(item, dict)
+        and item.get("type") == "blob"
+        and isinstance(item.get("path"), str)
         and item["path"].startswith(prefix)
         and item["path"].endswith("/spec.yml")
+        and isinstance(item.get("sha"), str)
+        and _SHA_RE.fullmatch(item["sha"])
     )
-    return SpecTree(etag=etag, entries=entries, truncated=bool(data.get("truncated")))
+    return SpecTree(etag=etag, entries=entries, truncated=data.get("truncated") is True)
+
+
+# A git object id: SHA-1, or SHA-256 in a repository that uses it.
+_SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _size(value: object) -> int:
+    """A blob's size from its tree entry; unknown or nonsense counts as too large to fetch."""
+    return value if type(value) is int and value >= 0 else sys.maxsize
 
 
 def get_blob_text(sha: str) -> str:
     """One blob's text, by its SHA (content-addressed: cache it forever)."""
     requester = state.client(writes=False).requester
+    if not _SHA_RE.fullmatch(sha):
+        raise ValueError(f"not a git object id: {sha!r}")
     _, data = _call(lambda: requester.requestJsonAndCheck("GET", _repo_url(f"/git/blobs/{sha}")))
     if data.get("encoding") == "base64":
         return base64.b64decode(data["content"]).decode("utf-8", errors="replace")
     return str(data.get("content", ""))
+
+
+def rate_limit_remaining() -> int | None:
+    """Requests left in the rate limit as GitHub's last answer said, without asking again (None
+    when unknown, or when the server sends no rate-limit headers, as GHES with it disabled)."""
+    remaining, _ = state.client(writes=False).requester.rate_limiting
+    return remaining if remaining >= 0 else None

@@ -1,32 +1,14 @@
 import copy
-import hashlib
-import hmac
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import requests as http
 
 from deployments.models import DeploymentRequest, WebhookDelivery
-from tests.helpers import EDIT_ACME_PROD, form, make_request, replay
+from tests.helpers import EDIT_ACME_PROD, form, make_request, post_event, replay, sign
 
-SECRET = "test-webhook-secret"
 EXAMPLES = json.loads((Path(__file__).parent.parent / "fixtures/webhooks/workflow_run.json").read_text())
-
-
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def post_event(client, payload: dict, *, event="workflow_run", delivery=None, signature=None, body=None):
-    body = body if body is not None else json.dumps(payload).encode()
-    headers = {
-        "HTTP_X_GITHUB_EVENT": event,
-        "HTTP_X_GITHUB_DELIVERY": delivery or str(uuid.uuid4()),
-        "HTTP_X_HUB_SIGNATURE_256": sign(body) if signature is None else signature,
-    }
-    return client.post("/webhooks/github", body, content_type="application/json", **headers)
 
 
 @pytest.fixture
@@ -137,14 +119,21 @@ def test_webhook_needs_no_login_or_csrf(gh, client):
     ("example", "status", "conclusion"),
     [(0, "queued", ""), (1, "completed", "success"), (3, "queued", ""), (4, "completed", "action_required")],
 )
-def test_githubs_example_payloads_are_accepted(gh, client, deployed, example, status, conclusion):
+def test_githubs_example_payloads_are_accepted(gh, client, deployed, settings, example, status, conclusion):
     payload = copy.deepcopy(EXAMPLES[example])
-    DeploymentRequest.objects.filter(pk=deployed.pk).update(run_id=payload["workflow_run"]["id"])
+    run = payload["workflow_run"]
+    # The portal configured for the example's repository, workflow and branch; the examples are
+    # of repository_dispatch runs (and the oldest has no path), ours are dispatched by hand.
+    settings.GH_REPO = run["repository"]["full_name"]
+    settings.DEPLOY_WORKFLOW, settings.DEPLOY_REF = "test.yml", run["head_branch"]
+    run.update(event="workflow_dispatch", path=".github/workflows/test.yml")
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(run_id=run["id"])
+    run_url = deployed.run_url
     response = post_event(client, payload)
     assert response.status_code == 200
     deployed.refresh_from_db()
     assert (deployed.status, deployed.conclusion) == (status, conclusion)
-    assert deployed.run_url == payload["workflow_run"]["html_url"]
+    assert deployed.run_url == run_url  # a request's run link is never rewritten
 
 
 def test_completion_releases_the_pod_lock(gh, client, deployer_client, deployed):
