@@ -11,6 +11,7 @@ from urllib.parse import quote
 from django.conf import settings
 
 from .client import _call, _conditional_get, _repo_url, state
+from .errors import GitHubAPIError
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,15 @@ def get_blob_text(sha: str) -> str:
     if not _SHA_RE.fullmatch(sha):
         raise ValueError(f"not a git object id: {sha!r}")
     _, data = _call(lambda: requester.requestJsonAndCheck("GET", _repo_url(f"/git/blobs/{sha}")))
-    if data.get("encoding") == "base64":
-        return base64.b64decode(data["content"]).decode("utf-8", errors="replace")
-    return str(data.get("content", ""))
+    content = data.get("content") if isinstance(data, dict) else None
+    if not isinstance(content, str):
+        raise GitHubAPIError(f"GitHub's answer for blob {sha} has no content.")
+    if data.get("encoding") != "base64":
+        return content
+    try:
+        return base64.b64decode(content, validate=False).decode("utf-8", errors="replace")
+    except ValueError:
+        raise GitHubAPIError(f"GitHub's answer for blob {sha} is not valid base64.") from None
 
 
 def rate_limit_remaining() -> int | None:

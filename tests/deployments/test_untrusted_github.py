@@ -215,3 +215,13 @@ def test_the_emulators_own_deliveries_still_complete_the_request(gh, client, dep
     assert [replay(client, d).status_code for d in gh.deliveries] == [200, 200, 200]
     deployed.refresh_from_db()
     assert (deployed.status, deployed.conclusion) == ("completed", "success")
+
+
+@pytest.mark.parametrize(
+    "body", [{"content": 5, "encoding": "base64"}, {"content": "@@@not base64", "encoding": "base64"}, [1, 2]]
+)
+def test_a_malformed_blob_answer_is_a_github_error_page_not_a_crash(gh, viewer_client, body):
+    gh.add_fault("GET", r"/git/blobs/", status=200, body=body)
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    assert response.context["error_type"] == "api_error"
