@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Reinstall whenever a requirements file changes.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench browser test-postgres
+.PHONY: run test lint bench browser nginx test-postgres
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ lint: $(STAMP)
 	DJANGO_DEBUG=true DJANGO_SECRET_KEY= $(PY) -m mypy
 
 # Every test on SQLite (browser tests included), then the database tests again on PostgreSQL.
-test: lint browser
+test: lint browser nginx
 	$(PY) -m pytest -n 2
 	$(MAKE) --no-print-directory test-postgres
 
 browser:
 	@scripts/ensure_chromium.sh
+
+# nginx for tests/production/test_slow_clients.py (deploy/nginx/portal.conf in front of gunicorn).
+nginx:
+	@scripts/ensure_nginx.sh
 
 # A throwaway PostgreSQL server for the tests that touch the database.
 test-postgres: $(STAMP)

@@ -1,24 +1,127 @@
-"""Readiness for /health: the database and a cached GitHub probe.
+"""Readiness for /health: the database and the last GitHub probe, refreshed in the background.
 
-The probe is shared by all workers through Django's cache and refreshed at most once per
-HEALTH_CACHE_SECONDS, so a monitoring storm costs GitHub one probe per period.
+A request never waits on GitHub: it answers from the last report in Django's cache (shared by
+all workers) and, when that report is older than HEALTH_CACHE_SECONDS, starts a probe in a
+daemon thread of its process. The probe lock in the cache lets one worker probe at a time, so a
+monitoring storm costs GitHub one probe per period. The probe thread touches only GitHub: its
+report is handed back in memory and published to the cache by the next /health request of the
+same process (no database connection lives in the thread).
+
+Only when no report exists at all (a new deployment, a cleared cache) does the request that
+starts the probe wait for it, at most FIRST_PROBE_WAIT_SECONDS: a healthy GitHub answers in a
+fraction of that, so a new instance is ready on its first readiness check. With a slow GitHub
+that request, and every other one until the report exists, answers 503 "GitHub probe still
+running": one thread held for a second at most, never a worker's threads for GitHub's timeout.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
+import logging
+import secrets
+import threading
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
+from django.http import HttpRequest
 
 from . import gh
 
-REPORT_KEY = "health:github:report"
-PROBE_LOCK_KEY = "health:github:probe-lock"
-LAST_REPORT_KEY = "health:github:last"
-WAIT_FOR_PROBE_SECONDS = 5.0
+logger = logging.getLogger(__name__)
+
+REPORT_KEY = "health:github:report"  # {"report": HealthReport as a dict, "checked_at": epoch s}
+PROBE_LOCK_KEY = "health:github:probe-lock"  # the token of the probe that holds it
+FIRST_PROBE_WAIT_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class _Probe:
+    token: str
+    thread: threading.Thread | None = None
+    report: dict[str, Any] | None = None
+    checked_at: float = 0.0
+
+    def run(self) -> None:
+        try:
+            self.report = dataclasses.asdict(gh.health_probe())
+        except Exception:
+            logger.exception("The GitHub health probe failed")
+            failed = gh.HealthReport(
+                healthy=False,
+                reason="The GitHub probe failed unexpectedly; see the portal's logs.",
+                repo=settings.GH_REPO,
+                auth="unknown",
+                github="error",
+            )
+            self.report = dataclasses.asdict(failed)
+        self.checked_at = time.time()
+
+
+_probe_guard = threading.Lock()
+_probe: _Probe | None = None  # this process's probe, until its report is published
+
+
+def _lock_seconds() -> int:
+    # A probe is three calls, each bounded by GITHUB_TIMEOUT; its report is then published by the
+    # next /health request. A worker that died holding the lock only delays the next probe.
+    return settings.HEALTH_CACHE_SECONDS + 3 * settings.GITHUB_TIMEOUT
+
+
+def _publish_finished_probe() -> None:
+    """Store this process's finished probe in the shared cache, if its lock is still its own."""
+    global _probe
+    with _probe_guard:
+        probe = _probe
+        if probe is None or probe.thread is None or probe.thread.is_alive():
+            return
+        _probe = None
+    # A lock that expired or was cleared meanwhile belongs to a newer probe: this report is older.
+    if cache.get(PROBE_LOCK_KEY) == probe.token:
+        cache.set(REPORT_KEY, {"report": probe.report, "checked_at": probe.checked_at}, timeout=None)
+        cache.delete(PROBE_LOCK_KEY)
+
+
+def _start_probe() -> bool:
+    """Start a probe in this process unless one runs here or another worker holds the lock."""
+    global _probe
+    with _probe_guard:
+        if _probe is not None and cache.get(PROBE_LOCK_KEY) == _probe.token:
+            return False
+        # A probe of ours whose lock expired is left to finish; its report is not published.
+        probe = _Probe(token=secrets.token_hex(16))
+        if not cache.add(PROBE_LOCK_KEY, probe.token, timeout=_lock_seconds()):
+            return False
+        probe.thread = threading.Thread(target=probe.run, name="health-github-probe", daemon=True)
+        probe.thread.start()
+        _probe = probe
+        return True
+
+
+def wait_for_probe(timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for this process's running probe; True once none runs."""
+    with _probe_guard:
+        thread = _probe.thread if _probe is not None else None
+    if thread is not None:
+        thread.join(timeout)
+        return not thread.is_alive()
+    return True
+
+
+def _github_entry() -> dict[str, Any] | None:
+    _publish_finished_probe()
+    entry: dict[str, Any] | None = cache.get(REPORT_KEY)
+    if entry is not None and time.time() - entry["checked_at"] < settings.HEALTH_CACHE_SECONDS:
+        return entry
+    if _start_probe() and entry is None:
+        wait_for_probe(FIRST_PROBE_WAIT_SECONDS)
+        _publish_finished_probe()
+        entry = cache.get(REPORT_KEY)
+    return entry
 
 
 def _database_ok() -> bool:
@@ -30,50 +133,46 @@ def _database_ok() -> bool:
         return False
 
 
-def _github_report() -> dict | None:
-    period = settings.HEALTH_CACHE_SECONDS
-    report = cache.get(REPORT_KEY)
-    if report is not None:
-        return report
-    if cache.add(PROBE_LOCK_KEY, True, timeout=period):
-        try:
-            report = dataclasses.asdict(gh.health_probe())
-        except Exception:
-            cache.delete(PROBE_LOCK_KEY)  # let the next request probe again
-            raise
-        cache.set(REPORT_KEY, report, timeout=period)
-        cache.set(LAST_REPORT_KEY, report, timeout=None)
-        return report
-    # Another worker is probing right now: wait for its answer, else use the last one.
-    deadline = time.monotonic() + WAIT_FOR_PROBE_SECONDS
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        report = cache.get(REPORT_KEY)
-        if report is not None:
-            return report
-    return cache.get(LAST_REPORT_KEY)
+def details_allowed(request: HttpRequest) -> bool:
+    """Whether the caller may see /health's details: a logged-in user, or the HEALTH_TOKEN bearer."""
+    if request.user.is_authenticated:
+        return True
+    expected = settings.HEALTH_TOKEN
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(presented.strip().encode(), expected.encode())
 
 
-def readiness() -> tuple[dict, bool]:
-    """The /health body (the seed's shape plus database, workflow and auth) and whether healthy."""
+def readiness(*, details: bool) -> tuple[dict[str, Any], bool]:
+    """The /health body and whether the portal is healthy.
+
+    With ``details``: the seed's shape plus database, workflow, auth and when GitHub was checked.
+    Without: the status alone, for anonymous callers such as a load balancer.
+    """
     database_ok = _database_ok()
-    report = _github_report() if database_ok else None
-    if report is None:
+    entry = _github_entry() if database_ok else None
+    if entry is None:
         reason = "The database is unreachable." if not database_ok else "GitHub probe still running."
         body = {"status": "unhealthy", "reason": reason, "database": "ok" if database_ok else "unreachable"}
         body |= {"github": "unknown", "repo": settings.GH_REPO}
-        return body, False
-    healthy = report["healthy"]
-    body = {
-        "status": "healthy" if healthy else "unhealthy",
-        "github": report["github"],
-        "repo": report["repo"],
-        "auth": report["auth"],
-        "scopes": report["scopes"],
-        "workflow": report["workflow"],
-        "rate_limit": report["rate_limit"],
-        "database": "ok",
-    }
-    if not healthy:
-        body["reason"] = report["reason"]
+        healthy = False
+    else:
+        report = entry["report"]
+        healthy = report["healthy"]
+        body = {
+            "status": "healthy" if healthy else "unhealthy",
+            "github": report["github"],
+            "repo": report["repo"],
+            "auth": report["auth"],
+            "scopes": report["scopes"],
+            "workflow": report["workflow"],
+            "rate_limit": report["rate_limit"],
+            "database": "ok",
+            "checked_at": datetime.fromtimestamp(entry["checked_at"], UTC).isoformat(timespec="seconds"),
+        }
+        if not healthy:
+            body["reason"] = report["reason"]
+    if not details:
+        body = {"status": body["status"]}
     return body, healthy

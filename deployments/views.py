@@ -187,7 +187,7 @@ def request_detail(request, pk: int):
 @never_cache
 @require_GET
 def health_ready(request):
-    body, healthy = health.readiness()
+    body, healthy = health.readiness(details=health.details_allowed(request))
     return JsonResponse(body, status=200 if healthy else 503)
 
 

@@ -158,8 +158,10 @@ INVENTORY_FRESH_SECONDS = env.int("INVENTORY_FRESH_SECONDS", default=5)
 # A cold pod listing stops reading specs while fewer requests than this are left in GitHub's
 # rate limit, keeping them for dispatches and run syncs; the rest is read on a later view.
 INVENTORY_RATE_LIMIT_RESERVE = env.int("INVENTORY_RATE_LIMIT_RESERVE", default=200)
-# How long /health keeps a GitHub probe, so a monitoring storm costs one probe per period.
+# How old /health's GitHub report may get before a background probe refreshes it (one per period).
 HEALTH_CACHE_SECONDS = env.int("HEALTH_CACHE_SECONDS", default=30)
+# A monitor presenting "Authorization: Bearer <HEALTH_TOKEN>" sees /health's details (empty: login only).
+HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
 # A request still active after this long is closed as "stale" by sync_runs.
 RUN_STALE_AFTER_MINUTES = env.int("RUN_STALE_AFTER_MINUTES", default=120)
 # Set by `make run` when it starts the GitHub emulator: shows the sandbox banner.

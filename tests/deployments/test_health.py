@@ -1,10 +1,52 @@
+import time
+
 import pytest
+from django.core.cache import cache
 
 from deployments import health
 
+HEALTH_TOKEN = "monitor-token-3f9a"  # noqa: S105 (a test value)
+FAST = 0.5  # seconds: /health answers from the stored report, never from GitHub
+SLOW_GITHUB = 3.0  # seconds the emulator sleeps on the scripted route
 
-def test_health_is_200_with_seed_shape_when_all_is_well(gh, client):
-    response = client.get("/health")
+
+@pytest.fixture(autouse=True)
+def _no_probe_outlives_its_test():
+    yield
+    # A probe still running would read the next test's settings and reach its emulator.
+    assert health.wait_for_probe(SLOW_GITHUB + 10)
+
+
+@pytest.fixture
+def monitor(client, settings):
+    """A monitoring system presenting the HEALTH_TOKEN."""
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {HEALTH_TOKEN}"
+    return client
+
+
+def timed_get(client, path="/health", **kwargs):
+    start = time.monotonic()
+    response = client.get(path, **kwargs)
+    return response, time.monotonic() - start
+
+
+def poll_until(client, predicate, *, seconds=SLOW_GITHUB + 10):
+    """GET /health until ``predicate(response)``; every answer must come at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        response, elapsed = timed_get(client)
+        assert elapsed < FAST
+        if predicate(response) or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+# --- the report, as an authorised caller sees it ---------------------------------------------------
+
+
+def test_health_is_200_with_seed_shape_when_all_is_well(gh, viewer_client):
+    response = viewer_client.get("/health")
     assert response.status_code == 200
     body = response.json()
     assert body == {
@@ -20,85 +62,119 @@ def test_health_is_200_with_seed_shape_when_all_is_well(gh, client):
             "reset_at": gh.rate_limit["rate"]["reset"],
         },
         "database": "ok",
+        "checked_at": body["checked_at"],
     }
     assert body["rate_limit"]["remaining"] > 4990
+    assert body["checked_at"].endswith("+00:00")
 
 
-def test_health_reports_missing_workflow_scope_from_oauth_header(gh, client):
+def test_health_reports_missing_workflow_scope_from_oauth_header(gh, viewer_client):
     gh.scopes = "read:org"
-    response = client.get("/health")
+    response = viewer_client.get("/health")
     assert response.status_code == 503
     body = response.json()
     assert body["scopes"] == {"repo": False, "workflow": False}
     assert "'repo' scope" in body["reason"]
 
 
-def test_fine_grained_token_scopes_are_unknown_not_false(gh, client):
+def test_fine_grained_token_scopes_are_unknown_not_false(gh, viewer_client):
     gh.scopes = None
-    body = client.get("/health").json()
+    body = viewer_client.get("/health").json()
     assert body["status"] == "healthy"
     assert body["auth"] == "fine_grained_token"
     assert body["scopes"] == {"repo": None, "workflow": None}
 
 
-def test_bad_token_is_unhealthy_with_reason(gh, client, settings):
+def test_bad_token_is_unhealthy_with_reason(gh, viewer_client, settings):
     settings.GH_TOKEN = "wrong"
-    response = client.get("/health")
+    response = viewer_client.get("/health")
     assert response.status_code == 503
     assert response.json()["github"] == "error"
     assert "401 Bad credentials" in response.json()["reason"]
     assert "wrong" not in response.content.decode()
 
 
-def test_missing_workflow_is_unhealthy(gh, client):
+def test_missing_workflow_is_unhealthy(gh, viewer_client):
     gh.workflow_state = None
-    response = client.get("/health")
+    response = viewer_client.get("/health")
     assert response.status_code == 503
     body = response.json()
     assert body["workflow"] == {"file": "deploy-pod.yml", "found": False, "state": None}
     assert body["reason"] == "Deploy workflow 'deploy-pod.yml' not found in demo/pods."
 
 
-def test_disabled_workflow_is_unhealthy(gh, client):
+def test_disabled_workflow_is_unhealthy(gh, viewer_client):
     gh.workflow_state = "disabled_manually"
-    response = client.get("/health")
+    response = viewer_client.get("/health")
     assert response.status_code == 503
     assert response.json()["reason"] == "Deploy workflow 'deploy-pod.yml' is disabled_manually."
 
 
-def test_rate_limit_exhausted_is_unhealthy_with_quota(gh, client):
+def test_rate_limit_exhausted_is_unhealthy_with_quota(gh, viewer_client):
     gh.set_rate_limit(remaining=0, reset=2000000000)
-    response = client.get("/health")
+    response = viewer_client.get("/health")
     assert response.status_code == 503
     body = response.json()
     assert body["github"] == "rate_limited"
     assert body["rate_limit"] == {"remaining": 0, "limit": 5000, "reset_at": 2000000000}
 
 
-def test_unreachable_github_is_unhealthy(gh, client, settings):
+def test_unreachable_github_is_unhealthy(gh, viewer_client, settings):
     settings.GITHUB_API_URL = "http://127.0.0.1:9"
-    response = client.get("/health")
+    response = viewer_client.get("/health")
     assert response.status_code == 503
     assert response.json()["github"] == "unreachable"
     assert "Could not reach GitHub" in response.json()["reason"]
 
 
-def test_100_rapid_requests_cost_one_probe(gh, client):
-    gh.clear_requests()
-    statuses = {client.get("/health").status_code for _ in range(100)}
-    assert statuses == {200}
-    assert gh.count("GET", r"^/repos/demo/pods$") == 1
-    assert gh.count() == 3  # repository, workflow, rate limit: one probe
+# --- who sees what -----------------------------------------------------------------------------------
 
 
-def test_probe_is_repeated_after_the_cache_period(gh, client, settings):
-    settings.HEALTH_CACHE_SECONDS = 30
-    client.get("/health")
-    from django.core.cache import cache
+def test_anonymous_caller_sees_healthy_status_only(gh, client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy"}
 
-    cache.delete_many([health.REPORT_KEY, health.PROBE_LOCK_KEY])
-    client.get("/health")
-    assert gh.count("GET", r"^/repos/demo/pods$") == 2
+
+def test_anonymous_caller_sees_unhealthy_status_only(gh, client):
+    gh.workflow_state = "disabled_manually"
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unhealthy"}
+
+
+def test_health_token_shows_the_details(gh, monitor):
+    response = monitor.get("/health")
+    assert response.status_code == 200
+    assert response.json()["workflow"] == {"file": "deploy-pod.yml", "found": True, "state": "active"}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Bearer {HEALTH_TOKEN}x",
+        f"Bearer {HEALTH_TOKEN[:-1]}",
+        "Bearer",
+        f"Basic {HEALTH_TOKEN}",
+        HEALTH_TOKEN,
+    ],
+)
+def test_wrong_health_token_shows_the_status_only(gh, client, settings, authorization):
+    settings.HEALTH_TOKEN = HEALTH_TOKEN
+    response = client.get("/health", HTTP_AUTHORIZATION=authorization)
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy"}
+
+
+def test_empty_health_token_setting_accepts_no_bearer(gh, client, settings):
+    settings.HEALTH_TOKEN = ""
+    response = client.get("/health", HTTP_AUTHORIZATION="Bearer ")
+    assert response.json() == {"status": "healthy"}
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/live"])
+def test_health_needs_no_login(gh, client, path):
+    assert client.get(path).status_code in (200, 503)
 
 
 def test_liveness_touches_neither_github_nor_database(db, client, django_assert_num_queries, fakegithub):
@@ -109,6 +185,87 @@ def test_liveness_touches_neither_github_nor_database(db, client, django_assert_
     assert fakegithub.count() == 0
 
 
-@pytest.mark.parametrize("path", ["/health", "/health/live"])
-def test_health_needs_no_login(gh, client, path):
-    assert client.get(path).status_code in (200, 503)
+# --- probing GitHub in the background ------------------------------------------------------------------
+
+
+def test_100_rapid_requests_cost_one_probe(gh, client):
+    gh.clear_requests()
+    statuses = {client.get("/health").status_code for _ in range(100)}
+    assert statuses == {200}
+    assert gh.count("GET", r"^/repos/demo/pods$") == 1
+    assert gh.count() == 3  # repository, workflow, rate limit: one probe
+
+
+def test_slow_github_does_not_slow_health(gh, viewer_client, settings):
+    first = viewer_client.get("/health")
+    assert first.json()["status"] == "healthy"
+    gh.workflow_state = "disabled_manually"
+    gh.add_fault("GET", r"^/repos/demo/pods$", status=None, delay=SLOW_GITHUB)
+    settings.HEALTH_CACHE_SECONDS = 0  # the report is now stale
+
+    stale, elapsed = timed_get(viewer_client)
+
+    assert elapsed < FAST
+    assert stale.status_code == 200
+    assert stale.json() == first.json()
+    settings.HEALTH_CACHE_SECONDS = 30  # the refresh under way is the last one
+    refreshed = poll_until(viewer_client, lambda r: r.status_code == 503)
+    assert refreshed.json()["reason"] == "Deploy workflow 'deploy-pod.yml' is disabled_manually."
+    assert refreshed.json()["checked_at"] >= first.json()["checked_at"]
+    assert gh.count("GET", r"^/repos/demo/pods$") == 2
+
+
+def test_slow_github_costs_the_first_call_at_most_a_second(gh, viewer_client):
+    gh.add_fault("GET", r"/rate_limit", status=None, delay=SLOW_GITHUB)
+
+    response, elapsed = timed_get(viewer_client)
+
+    assert elapsed < health.FIRST_PROBE_WAIT_SECONDS + FAST
+    assert response.status_code == 503
+    assert response.json()["reason"] == "GitHub probe still running."
+    assert poll_until(viewer_client, lambda r: r.status_code == 200).json()["github"] == "connected"
+    assert gh.count("GET", r"/rate_limit") == 1
+
+
+def test_slow_github_gives_anonymous_callers_the_status_at_once(gh, client, settings):
+    client.get("/health")
+    gh.add_fault("GET", r"/rate_limit", status=None, delay=SLOW_GITHUB)
+    settings.HEALTH_CACHE_SECONDS = 0
+
+    response, elapsed = timed_get(client)
+
+    assert elapsed < FAST
+    assert (response.status_code, response.json()) == (200, {"status": "healthy"})
+
+
+def test_probe_is_repeated_after_the_cache_period(gh, client, settings):
+    client.get("/health")
+    settings.HEALTH_CACHE_SECONDS = 0
+    client.get("/health")
+    settings.HEALTH_CACHE_SECONDS = 30
+    assert health.wait_for_probe(10)
+    client.get("/health")
+    assert gh.count("GET", r"^/repos/demo/pods$") == 2
+
+
+def test_no_probe_while_another_worker_holds_the_lock(gh, client, settings):
+    client.get("/health")
+    settings.HEALTH_CACHE_SECONDS = 0
+    cache.set(health.PROBE_LOCK_KEY, "another-worker", timeout=60)
+
+    response = client.get("/health")
+
+    assert response.json() == {"status": "healthy"}
+    assert health.wait_for_probe(0)
+    assert gh.count("GET", r"^/repos/demo/pods$") == 1
+
+
+def test_no_report_while_another_worker_probes_answers_at_once(gh, viewer_client):
+    cache.set(health.PROBE_LOCK_KEY, "another-worker", timeout=60)
+
+    response, elapsed = timed_get(viewer_client)
+
+    assert elapsed < FAST
+    assert response.status_code == 503
+    assert response.json()["reason"] == "GitHub probe still running."
+    assert gh.count() == 0
