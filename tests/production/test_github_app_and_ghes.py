@@ -51,8 +51,8 @@ def test_app_deploys_and_links_the_run(app_gh, deployer_client):
     assert run["inputs"]["instance_type"] == "t3.large"
 
 
-def test_health_reports_app_auth(app_gh, client):
-    response = client.get("/health")
+def test_health_reports_app_auth(app_gh, viewer_client):
+    response = viewer_client.get("/health")
     assert response.status_code == 200
     assert response.json()["auth"] == "app"
 
