@@ -1,7 +1,9 @@
 """`make run`: migrate and start the portal on 127.0.0.1:8000.
 
 With no GitHub credentials in the environment it starts the GitHub emulator (the sandbox),
-seeded from pods/, and a demo/demo user; it says so on screen and on every page.
+seeded from pods/, and a demo/demo user; it says so on screen and on every page. Only the
+sandbox runs with DJANGO_DEBUG: with real credentials the portal runs with production settings,
+relaxed only for plain HTTP on the loopback address.
 """
 
 import os
@@ -11,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +21,29 @@ PORTAL = "127.0.0.1:8000"
 EMULATOR_PORT = int(os.environ.get("SANDBOX_GITHUB_PORT", "8001"))
 # Deployments of these sandbox pods fail on purpose, to show what a failed run looks like.
 FAILING_PODS = os.environ.get("SANDBOX_FAILING_PODS", "umbrella/dev").split(",")
+
+
+def is_sandbox(environ: Mapping[str, str]) -> bool:
+    """No GitHub credentials: the portal talks to the emulator."""
+    return not (environ.get("GH_TOKEN") or environ.get("GITHUB_APP_ID"))
+
+
+def portal_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The portal's environment: debug mode in the sandbox only, never with real credentials
+    (debug pages show settings and tracebacks to anyone who reaches the portal)."""
+    env = dict(environ)
+    if is_sandbox(env):
+        env.setdefault("DJANGO_DEBUG", "true")
+        return env
+    env["DJANGO_DEBUG"] = "false"
+    # Production settings, but served over plain HTTP on 127.0.0.1 by runserver.
+    env.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+    env.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+    env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "false")
+    env.setdefault("DJANGO_SESSION_COOKIE_SECURE", "false")
+    env.setdefault("DJANGO_CSRF_COOKIE_SECURE", "false")
+    env.setdefault("DJANGO_SECURE_HSTS_SECONDS", "0")
+    return env
 
 
 def manage(*args: str, env: dict) -> None:
@@ -65,9 +91,10 @@ def start_emulator(env: dict) -> subprocess.Popen:
 
 
 def main() -> None:
-    env = dict(os.environ)
-    env.setdefault("DJANGO_DEBUG", "true")
-    sandbox = not (env.get("GH_TOKEN") or env.get("GITHUB_APP_ID"))
+    sandbox = is_sandbox(os.environ)
+    env = portal_environment(os.environ)
+    if not sandbox and os.environ.get("DJANGO_DEBUG", "false").lower() != "false":
+        print("\n  DJANGO_DEBUG is ignored: real GitHub credentials are set.", flush=True)
     emulator = start_emulator(env) if sandbox else None
     try:
         manage("migrate", "--noinput", "--verbosity", "0", env=env)
@@ -80,6 +107,8 @@ def main() -> None:
                 flush=True,
             )
         else:
+            # Without debug mode the portal serves the collected (hashed) static files.
+            manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
             print(
                 f"\n  Portal on http://{PORTAL}/ talking to {env.get('GITHUB_API_URL', 'api.github.com')}\n",
                 flush=True,
