@@ -22,6 +22,12 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    # Each test user's password would cost ~0.5 s with the production hasher.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _unhashed_static_files(settings):
     # Production serves collected, hashed files; tests render templates without collectstatic.
     settings.STORAGES = {
