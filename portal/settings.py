@@ -4,9 +4,11 @@ Every variable is documented in README.md ("Configuration"). Production is the d
 ``DJANGO_DEBUG`` is off and ``DJANGO_SECRET_KEY`` must be set.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
 from deployments.podspec import DEFAULT_INSTANCE_TYPES
@@ -36,6 +38,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "csp",
     "deployments",
 ]
 
@@ -43,6 +47,8 @@ MIDDLEWARE = [
     # First, so every log line of the request (and the response header) carries its id.
     "portal.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Early, so every response gets the policy: error pages, static files, axes' lockout page.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -52,6 +58,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "deployments.middleware.GitHubErrorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes requires: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First: refuses any sign-in of a locked-out username and address before a password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -135,6 +149,46 @@ if not SECURE_HSTS_PRELOAD:
     # Preloading commits the whole domain to HTTPS in browsers: the domain owner's decision, made
     # with DJANGO_SECURE_HSTS_PRELOAD=true, not a default. Without it `check --deploy` is clean.
     SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# Every page, the admin included, runs only the portal's own scripts and styles: nothing inline,
+# nothing from elsewhere, and it cannot be framed or post a form to another site.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF],
+        "style-src": [csp.SELF],
+        "img-src": [csp.SELF],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "frame-ancestors": [csp.NONE],
+        "form-action": [csp.SELF],
+    }
+}
+
+# --- Sign-in throttling (django-axes) --------------------------------------------------------
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address lock that pair out for
+# LOGIN_LOCKOUT_MINUTES (every attempt while locked restarts the wait); a success clears the
+# count. An administrator unlocks by deleting the pair's "access attempt" in the admin, or with
+# `manage.py axes_reset_username <name>`.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# The client's address is the connection's unless TRUSTED_PROXY_COUNT reverse proxies sit in
+# front and each appends the address it saw to X-Forwarded-For; then it is the address the
+# first proxy saw. Trusting the header without such proxies would let a client pick its address
+# (and so its own lockout bucket).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if TRUSTED_PROXY_COUNT:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+    # ipware counts the proxies listed in the header: the last proxy's own address is not there.
+    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT - 1
+    # A client-sent X-Forwarded-For arrives prefixed to the proxies' entries: read the chain from
+    # the right (a minimum count, not an exact one) instead of discarding it.
+    IPWARE_STRICT = False
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 
 # --- GitHub ------------------------------------------------------------------------------------
 GH_TOKEN = env.str("GH_TOKEN", default="")
@@ -189,5 +243,10 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     # PyGithub and urllib3 are chatty below WARNING; their failures reach us as GitHubError.
-    "loggers": {"github": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+    # Axes logs each failed sign-in and lockout as a WARNING, and its chatter below that.
+    "loggers": {
+        "github": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 admin.site.site_header = "Pod Deployment Portal"
@@ -8,6 +9,9 @@ handler404 = "deployments.views.page_not_found"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Only signing in and out: accounts are made in the admin and nothing here sends e-mail, so
+    # django.contrib.auth's password reset and change pages are not routed.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("deployments.urls")),
 ]
