@@ -17,12 +17,6 @@ LIMIT = 5  # LOGIN_FAILURE_LIMIT's default
 LOCKED = "Too many failed sign-in attempts"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    # Users made after this hash "pw" in microseconds; the throttling does not depend on the hasher.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def dana(db):
     return make_user(username="dana", deployer=True)
