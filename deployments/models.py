@@ -26,6 +26,12 @@ class DeploymentRequestQuerySet(models.QuerySet):
             raise LifecycleError("A request's status changes only through lifecycle.transition().")
         return super().bulk_update(objs, fields, batch_size=batch_size)
 
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> Any:
+        objs = list(objs)
+        if any(obj.status != lifecycle.Status.PENDING for obj in objs):
+            raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
+        return super().bulk_create(objs, *args, **kwargs)
+
     def _transition(self, **kwargs: Any) -> int:
         """The conditional update behind ``lifecycle.transition()``; nothing else calls it."""
         return super().update(**kwargs)

@@ -88,6 +88,8 @@ def test_status_cannot_be_written_around_the_transition_function(deployer):
             instance_type="t3.small", waf_enabled=False, inputs={}, idempotency_key=uuid.uuid4(),
             status=Status.COMPLETED,
         )  # fmt: skip
+    with pytest.raises(LifecycleError):
+        DeploymentRequest.objects.bulk_create([DeploymentRequest(status=Status.COMPLETED)])
     assert DeploymentRequest.objects.get(pk=request.pk).status == Status.DISPATCHED
 
 
