@@ -15,8 +15,11 @@ Control API (all thread-safe):
 * files: ``put_file(path, text)``, ``delete_file(path)``, ``load_dir(dir, under="pods")``,
   ``files`` ({path: text} at the branch head), ``head_sha``. Each change is a new commit.
 * settings (plain attributes, restored by ``reset()``): ``token``, ``scopes`` (None = no
-  x-oauth-scopes header), ``latency``, ``ghes``, ``run_visible_after``, ``workflow_state``
-  ("active" / "disabled_manually" / None = no workflow), ``default_conclusion``,
+  x-oauth-scopes header), ``latency``, ``ghes``, ``rate_limiting_enabled`` (False: ``GET
+  /rate_limit`` answers 404 "Rate limiting is not enabled." and no x-ratelimit-* headers are
+  sent, as GHES by default; the constructor's default is ``not ghes``), ``run_visible_after``,
+  ``workflow_state`` ("active" / "disabled_manually" / None = no workflow), ``workflow_def``
+  (a ``WorkflowDef``: inputs, run-name, whether ``on:`` has workflow_dispatch), ``default_conclusion``,
   ``conclusions`` ({"customer/env": conclusion}), ``auto_runs``, ``queued_for``,
   ``in_progress_for``, ``webhook_url``, ``webhook_secret``, ``app`` = (app_id, public PEM,
   installation_id).

@@ -27,7 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--auto-runs", action="store_true", help="advance workflow runs on a clock")
     parser.add_argument("--queued-for", type=float, default=1.0)
     parser.add_argument("--in-progress-for", type=float, default=2.0)
-    parser.add_argument("--ghes", action="store_true", help="GHES 3.20: reject return_run_details with 400")
+    parser.add_argument(
+        "--ghes", action="store_true", help="GHES 3.20: reject return_run_details with 400, no rate limiting"
+    )
+    parser.add_argument(
+        "--rate-limiting",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="API rate limiting (default on; off with --ghes, as GHES ships; off: /rate_limit answers 404)",
+    )
     parser.add_argument(
         "--fail",
         action="append",
@@ -51,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         in_progress_for=args.in_progress_for,
         latency=args.latency,
         ghes=args.ghes,
+        rate_limiting_enabled=args.rate_limiting,
         workflow_effect=deploy_pod,
         # Like GitHub's, run ids never repeat, even across restarts of the sandbox.
         first_run_id=int(time.time() * 10),

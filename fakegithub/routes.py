@@ -102,6 +102,12 @@ def not_found(gh: FakeGitHub, req: ApiRequest, **params: str) -> Response:
 
 
 def get_rate_limit(gh: FakeGitHub, req: ApiRequest) -> Response:
+    if not gh.rate_limiting_enabled:
+        # "API rate limits are disabled by default for GitHub Enterprise Server"
+        # (https://docs.github.com/en/enterprise-server@3.18/apps/creating-github-apps/setting-up-a-github-app/rate-limits-for-github-apps);
+        # such a server answers this 404 (seen in vermiculus/magithub#104, janeklb/gh-search#61,
+        # actions/stale#1227).
+        return error(404, "Rate limiting is not enabled.")
     return Response(200, shapes.rate_overview(gh.state))
 
 
@@ -235,9 +241,18 @@ def create_dispatch(gh: FakeGitHub, req: ApiRequest, workflow: str) -> Response:
     if not isinstance(ref, str) or not ref:
         return error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
     if ref not in ("main", "refs/heads/main"):
+        # GitHub's answer for a branch that does not exist (convictional/trigger-workflow-and-wait#25).
         return error(422, f"No ref found for: {ref}")
     if gh.workflow_state != "active":
+        # GitHub's answer for a disabled workflow (benc-uk/workflow-dispatch#72); a workflow is
+        # disabled and enabled from the Actions tab or the API:
+        # https://docs.github.com/en/actions/managing-workflow-runs/disabling-and-enabling-a-workflow
         return error(422, "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
+    if not gh.workflow_def.dispatchable:
+        # "To run a workflow manually, the workflow must be configured to run on the
+        # workflow_dispatch event" (https://docs.github.com/en/actions/using-workflows/manually-running-a-workflow);
+        # GitHub's answer otherwise, seen in benc-uk/workflow-dispatch#46 and llm-d/llm-d#1572.
+        return error(422, "Workflow does not have 'workflow_dispatch' trigger")
     given = body.get("inputs") or {}
     if not isinstance(given, dict):
         return error(422, "Invalid request.\n\nFor 'properties/inputs', is not an object.")
@@ -295,7 +310,9 @@ class Route:
 _APP_TOKENS = r"/app/installations/(?P<installation_id>[^/]+)/access_tokens"
 _WORKFLOW = r"/repos/{repo}/actions/workflows/(?P<workflow>[^/]+)"
 
-# First match wins. A path no route matches is a 404 that still needs a token and spends the limit.
+# First match wins. A path no route matches is a 404 that still needs a token and spends the limit:
+# another repository's paths too, as GitHub answers 404 (not 403) for a private repository the
+# token cannot see (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api).
 ROUTES = (
     Route("POST", _APP_TOKENS, create_installation_token, authenticated=False),
     Route(None, _APP_TOKENS, not_found, authenticated=False),
@@ -358,7 +375,7 @@ def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], ra
             return DROP
         if fault.status is not None:
             with gh.state.lock:
-                extra = shapes.rate_headers(gh.state)
+                extra = _rate_headers(gh)
             response = Response(fault.status, fault.body, {**extra, **fault.headers})
             record.status = response.status
             return response
@@ -431,7 +448,7 @@ def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
         auth_headers["x-accepted-oauth-scopes"] = "repo"
     req.actor = shapes.fake_user(gh) if kind == "classic" else shapes.app_bot(gh)
 
-    metered = route is None or route.metered
+    metered = (route is None or route.metered) and gh.rate_limiting_enabled
     if metered and req.method != "GET" and gh.state.rate_remaining <= 0:
         return _rate_limited(gh, auth_headers)
     response = route.handler(gh, req, **params) if route else error(404, "Not Found")
@@ -465,13 +482,13 @@ def _finish(gh: FakeGitHub, req: ApiRequest, response: Response, spend: bool) ->
         candidates = {c.strip().removeprefix("W/") for c in wanted.split(",") if c.strip()}
         if etag.removeprefix("W/") in candidates or "*" in candidates:
             response.status, response.body = 304, None
-            response.headers.update(shapes.rate_headers(gh.state))
+            response.headers.update(_rate_headers(gh))
             return response
     if spend:
         if gh.state.rate_remaining <= 0:
             return _rate_limited(gh, {k: v for k, v in response.headers.items() if k.startswith("x-")})
         gh.state.rate_remaining -= 1
-    response.headers.update(shapes.rate_headers(gh.state))
+    response.headers.update(_rate_headers(gh))
     if encoded is not None:
         response.body = encoded
     return response
@@ -480,6 +497,12 @@ def _finish(gh: FakeGitHub, req: ApiRequest, response: Response, spend: bool) ->
 def _rate_limited(gh: FakeGitHub, headers: dict) -> Response:
     body = {"message": "API rate limit exceeded for user ID 1.", "documentation_url": RATE_LIMIT_DOCS}
     return Response(403, body, {**headers, **shapes.rate_headers(gh.state)})
+
+
+def _rate_headers(gh: FakeGitHub) -> dict:
+    """The x-ratelimit-* headers; none from a server whose rate limiting is disabled (GHES's
+    default): its 404 to /rate_limit in vermiculus/magithub#104 carries none."""
+    return shapes.rate_headers(gh.state) if gh.rate_limiting_enabled else {}
 
 
 def encode(body: object) -> bytes:

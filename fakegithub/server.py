@@ -45,6 +45,7 @@ class FakeGitHub:
         in_progress_for: float = 2.0,
         latency: float = 0.0,
         ghes: bool = False,
+        rate_limiting_enabled: bool | None = None,
         workflow: WorkflowDef | None = None,
         workflow_effect: WorkflowEffect | None = None,
         first_run_id: int = FIRST_RUN_ID,
@@ -53,7 +54,6 @@ class FakeGitHub:
         self.owner, self.repo_name = repo.split("/", 1)
         self.specs_path = specs_path.strip("/")
         self.api_prefix = api_prefix.rstrip("/")
-        self.workflow_def = workflow or WorkflowDef.load()
         self.workflow_effect = workflow_effect
         self._settings = dict(
             token=token,
@@ -65,6 +65,11 @@ class FakeGitHub:
             in_progress_for=in_progress_for,
             latency=latency,
             ghes=ghes,
+            # GHES ships with its API rate limits disabled, github.com always has them; None means
+            # the default of the kind of server emulated.
+            # https://docs.github.com/en/enterprise-server@3.18/apps/creating-github-apps/setting-up-a-github-app/rate-limits-for-github-apps
+            rate_limiting_enabled=not ghes if rate_limiting_enabled is None else rate_limiting_enabled,
+            workflow_def=workflow or WorkflowDef.load(),
             run_visible_after=0.0,
             workflow_state="active",
             default_conclusion="success",

@@ -32,6 +32,8 @@ class WorkflowDef:
     name: str = DEFAULT_NAME
     run_name: str | None = DEFAULT_RUN_NAME
     inputs: dict[str, Input] = field(default_factory=dict)
+    # Whether ``on:`` names workflow_dispatch; GitHub refuses to dispatch a workflow that does not.
+    dispatchable: bool = True
 
     @classmethod
     def default(cls) -> WorkflowDef:
@@ -45,6 +47,8 @@ class WorkflowDef:
         doc = yaml.safe_load(text) or {}
         # YAML 1.1 reads the bare key `on` as the boolean True.
         triggers = doc.get("on", doc.get(True)) or {}
+        # `on:` is an event name, a list of them, or a mapping of events to their settings.
+        events = [triggers] if isinstance(triggers, str) else list(triggers)
         dispatch = triggers.get("workflow_dispatch") if isinstance(triggers, dict) else None
         declared = (dispatch or {}).get("inputs") or {}
         inputs = {}
@@ -57,7 +61,12 @@ class WorkflowDef:
                 default=None if default is None else _as_input(default),
                 type=str(spec.get("type", "string")),
             )
-        return cls(name=str(doc.get("name") or WORKFLOW_PATH), run_name=doc.get("run-name"), inputs=inputs)
+        return cls(
+            name=str(doc.get("name") or WORKFLOW_PATH),
+            run_name=doc.get("run-name"),
+            inputs=inputs,
+            dispatchable="workflow_dispatch" in events,
+        )
 
     @classmethod
     def load(cls, path: Path = PROJECT_WORKFLOW) -> WorkflowDef:

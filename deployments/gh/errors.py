@@ -125,12 +125,46 @@ def _translate(
     if exc.status == 404:
         return GitHubNotFoundError(not_found, title=not_found_title)
     if exc.status == 422:
-        return GitHubValidationError(f"Workflow rejected inputs: {message or 'Unknown error'}")
+        return _unprocessable(message or "Unknown error")
     if exc.status >= 500:
         return GitHubAPIError(
             f"GitHub answered {exc.status} ({message or 'server error'}). Try again in a minute."
         )
     return GitHubError(f"GitHub answered {exc.status}: {message or 'unexpected response'}.")
+
+
+def _unprocessable(message: str) -> GitHubValidationError:
+    """GitHub's 422, titled and explained by its message: a dispatch is refused with 422 for a
+    missing branch, a disabled workflow or one without a workflow_dispatch trigger, not only for
+    inputs the workflow does not declare."""
+    said = message.lower()
+    workflow = f".github/workflows/{settings.DEPLOY_WORKFLOW}"
+    if said.startswith("no ref found"):  # "No ref found for: <ref>"
+        return GitHubValidationError(
+            f"GitHub found no branch '{settings.DEPLOY_REF}' in {settings.GH_REPO} ({message}). "
+            "Set DEPLOY_REF to the branch the deploy workflow runs on and restart the portal.",
+            title="Branch Not Found",
+        )
+    if "disabled workflow" in said:  # "Cannot trigger a 'workflow_dispatch' on a disabled workflow"
+        return GitHubValidationError(
+            f"The deploy workflow '{settings.DEPLOY_WORKFLOW}' is disabled in {settings.GH_REPO} "
+            f"({message}). Enable it in the repository's Actions tab (select the workflow, then "
+            '"Enable workflow") and deploy again.',
+            title="Workflow Disabled",
+        )
+    if "workflow_dispatch' trigger" in said:  # "Workflow does not have 'workflow_dispatch' trigger"
+        return GitHubValidationError(
+            f"GitHub cannot dispatch '{settings.DEPLOY_WORKFLOW}' ({message}). Add a workflow_dispatch "
+            f"trigger with the portal's inputs to {workflow} on the repository's default branch (GitHub "
+            f"dispatches only workflows declared there) and on '{settings.DEPLOY_REF}', then deploy again.",
+            title="Workflow Cannot Be Dispatched",
+        )
+    if "input" in said:  # "Unexpected inputs provided: [...]", "Required input 'x' not provided"
+        return GitHubValidationError(
+            f"Workflow rejected inputs: {message}. Check that {workflow} on '{settings.DEPLOY_REF}' "
+            "declares the inputs the portal sends: the five spec fields and request_id."
+        )
+    return GitHubValidationError(f"GitHub refused the request: {message}", title="Request Rejected")
 
 
 def _describe(exc: Exception) -> str:

@@ -7,9 +7,12 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
+from github import GithubException
+from github.Requester import Requester
 
 from .client import _call, _repo_url, auth_kind, state
 from .errors import (
+    GitHubAPIError,
     GitHubAuthError,
     GitHubError,
     GitHubNotFoundError,
@@ -27,7 +30,8 @@ class HealthReport:
     github: str = "unreachable"
     scopes: dict[str, bool | None] = field(default_factory=lambda: {"repo": None, "workflow": None})
     workflow: dict[str, Any] = field(default_factory=dict)
-    rate_limit: dict[str, int | None] = field(default_factory=dict)
+    # The seed's remaining/limit/reset_at; with "enabled": False when the server has no rate limit.
+    rate_limit: dict[str, int | bool | None] = field(default_factory=dict)
 
 
 def health_probe() -> HealthReport:
@@ -35,7 +39,12 @@ def health_probe() -> HealthReport:
     report = HealthReport(healthy=False, reason="", repo=settings.GH_REPO, auth=auth_kind())
     try:
         requester = state.client(writes=False).requester
-        headers, _ = _call(lambda: requester.requestJsonAndCheck("GET", _repo_url()))
+        headers, _ = _call(
+            lambda: requester.requestJsonAndCheck("GET", _repo_url()),
+            not_found=f"Repository {settings.GH_REPO} not found, or the portal's credentials cannot see it "
+            "(GitHub answers 404 to credentials without access to a private repository). Check GH_REPO "
+            "and that GH_TOKEN, or the GitHub App's installation, has access to it.",
+        )
         report.github = "connected"
         headers = {k.lower(): v for k, v in headers.items()}
         if "x-oauth-scopes" in headers:
@@ -50,13 +59,7 @@ def health_probe() -> HealthReport:
             report.workflow = {"file": settings.DEPLOY_WORKFLOW, "found": True, "state": wf.get("state")}
         except GitHubNotFoundError:
             report.workflow = {"file": settings.DEPLOY_WORKFLOW, "found": False, "state": None}
-        _, limits = _call(lambda: requester.requestJsonAndCheck("GET", "/rate_limit"))
-        core = (limits.get("resources") or {}).get("core") or limits.get("rate") or {}
-        report.rate_limit = {
-            "remaining": core.get("remaining"),
-            "limit": core.get("limit"),
-            "reset_at": core.get("reset"),
-        }
+        report.rate_limit = _rate_limit(requester)
     except GitHubError as exc:
         report.reason = exc.message
         if isinstance(exc, GitHubRateLimitError):
@@ -81,3 +84,31 @@ def health_probe() -> HealthReport:
     else:
         report.healthy = True
     return report
+
+
+def _rate_limit(requester: Requester) -> dict[str, int | bool | None]:
+    """The core rate limit; ``enabled`` False on a server without one (GHES's default)."""
+
+    def fetch() -> dict[str, Any] | None:
+        try:
+            _, limits = requester.requestJsonAndCheck("GET", "/rate_limit")
+        except GithubException as exc:
+            message = str(exc.data.get("message") or "") if isinstance(exc.data, dict) else ""
+            if exc.status != 404:
+                raise
+            # GHES with API rate limiting disabled, as it is by default, answers 404 with this
+            # message. Any other 404 here is a failure of its own, never a missing repository.
+            if "rate limiting is not enabled" in message.lower():
+                return None
+            raise GitHubAPIError(
+                f"GitHub answered 404 to GET /rate_limit ({message or 'Not Found'}). Check that "
+                "GITHUB_API_URL is the API root (https://api.github.com, or https://HOST/api/v3 on GHES) "
+                "and that no proxy between the portal and GitHub rewrites its paths."
+            ) from None
+        return limits if isinstance(limits, dict) else {}
+
+    limits = _call(fetch)
+    if limits is None:
+        return {"enabled": False, "remaining": None, "limit": None, "reset_at": None}
+    core = (limits.get("resources") or {}).get("core") or limits.get("rate") or {}
+    return {"remaining": core.get("remaining"), "limit": core.get("limit"), "reset_at": core.get("reset")}

@@ -83,11 +83,16 @@ def _text(value: object, name: str, *, limit: int = 1024) -> str:
 
 
 def _dispatch_errors() -> dict[str, str]:
+    # GitHub answers 404, not 403, to credentials that cannot see a private repository; a missing
+    # branch, a disabled workflow or a missing trigger are 422s, told apart in errors._unprocessable.
     return {
-        "not_found_title": "Workflow Not Found",
-        "not_found": f"Workflow '{settings.DEPLOY_WORKFLOW}' or branch '{settings.DEPLOY_REF}' not found in "
-        f"{settings.GH_REPO}. Check that .github/workflows/{settings.DEPLOY_WORKFLOW} exists on "
-        f"'{settings.DEPLOY_REF}' and that DEPLOY_WORKFLOW and DEPLOY_REF are right.",
+        "not_found_title": "Workflow or Repository Not Found",
+        "not_found": f"GitHub answered 404 Not Found to the dispatch of '{settings.DEPLOY_WORKFLOW}' in "
+        f"{settings.GH_REPO}. Either the portal's credentials cannot see {settings.GH_REPO} (GitHub "
+        "answers 404 to a token or GitHub App installation without access to a private repository: "
+        "check GH_REPO and that GH_TOKEN, or the app's installation, has access to it), or the workflow "
+        f"does not exist: .github/workflows/{settings.DEPLOY_WORKFLOW} must be on the repository's "
+        "default branch, and DEPLOY_WORKFLOW must name it.",
         "forbidden": "The portal's GitHub credentials may not trigger workflows. Update GH_TOKEN: a classic "
         "token needs the 'repo' scope; a fine-grained token or GitHub App needs Actions: write.",
     }

@@ -4,6 +4,7 @@ from pytest_django.asserts import assertContains, assertNotContains
 from deployments import gh as portal_gh
 from deployments import services
 from deployments.models import DeploymentRequest
+from fakegithub.workflow import WorkflowDef
 from tests.helpers import (
     EDIT_ACME_PROD,
     NEW_POD,
@@ -230,9 +231,11 @@ def assert_failure_recorded(error_type: str, text: str):
         ({"status": 403, "body": {"message": "Resource not accessible by integration"}}, 403,
          "Permission Denied", "forbidden", "Update GH_TOKEN"),
         ({"status": 404, "body": {"message": "Not Found"}}, 404,
-         "Workflow Not Found", "not_found", "deploy-pod.yml"),
+         "Workflow or Repository Not Found", "not_found", "cannot see demo/pods"),
         ({"status": 422, "body": {"message": 'Unexpected inputs provided: ["x"]'}}, 422,
          "Invalid Workflow Inputs", "validation", "Unexpected inputs provided"),
+        ({"status": 422, "body": {"message": "Actions has been disabled for this repository."}}, 422,
+         "Request Rejected", "validation", "Actions has been disabled for this repository."),
         ({"status": 502}, 503, "GitHub API Error", "api_error", "Try again in a minute"),
         ({"status": 418, "body": {"message": "I'm a teapot"}}, 500,
          "Deployment Failed", "server_error", "418"),
@@ -252,22 +255,75 @@ def test_dispatch_failure_shows_the_right_page_and_is_recorded(
     assert f"/requests/{DeploymentRequest.objects.get().pk}/" in page
 
 
-def test_missing_workflow_is_404_workflow_not_found(gh, deployer_client):
+def test_missing_workflow_is_404_naming_the_workflow_and_the_credentials(gh, deployer_client):
     gh.workflow_state = None
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
     assert response.status_code == 404
-    assert "Workflow Not Found" in response.content.decode()
+    assert "Workflow or Repository Not Found" in page
+    assert ".github/workflows/deploy-pod.yml must be on the repository&#x27;s default branch" in page
     assert_failure_recorded("not_found", "deploy-pod.yml")
 
 
-def test_missing_ref_is_reported_with_github_message(gh, deployer, settings):
+def test_repository_the_credentials_cannot_see_is_404_saying_so(gh, deployer, settings):
+    # GitHub answers 404, not 403, for a private repository the token cannot see.
+    request = make_request(deployer)
+    settings.GH_REPO = "demo/private"
+    with pytest.raises(portal_gh.GitHubNotFoundError) as exc:
+        services.deployment_request_dispatch(request=request, actor=deployer)
+    assert exc.value.title == "Workflow or Repository Not Found"
+    assert "the portal's credentials cannot see demo/private" in exc.value.message
+    assert [(r.path, r.status) for r in dispatches(gh)] == [
+        ("/repos/demo/private/actions/workflows/deploy-pod.yml/dispatches", 404)
+    ]
+    assert_failure_recorded("not_found", "cannot see demo/private")
+
+
+def test_missing_ref_is_branch_not_found_naming_deploy_ref(gh, deployer, settings):
     request = make_request(deployer)
     settings.DEPLOY_REF = "nope"
     with pytest.raises(portal_gh.GitHubValidationError) as exc:
         services.deployment_request_dispatch(request=request, actor=deployer)
-    assert exc.value.http_status == 422
-    assert exc.value.message == "Workflow rejected inputs: No ref found for: nope"
+    assert (exc.value.http_status, exc.value.title) == (422, "Branch Not Found")
+    assert exc.value.message == (
+        "GitHub found no branch 'nope' in demo/pods (No ref found for: nope). "
+        "Set DEPLOY_REF to the branch the deploy workflow runs on and restart the portal."
+    )
     assert_failure_recorded("validation", "No ref found for: nope")
+
+
+def test_disabled_workflow_is_422_saying_how_to_enable_it(gh, deployer_client):
+    gh.workflow_state = "disabled_manually"
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
+    assert response.status_code == 422
+    assert "Workflow Disabled" in page
+    assert "Enable it in the repository&#x27;s Actions tab" in page
+    assert "Invalid Workflow Inputs" not in page
+    assert_failure_recorded("validation", "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
+
+
+def test_workflow_without_dispatch_trigger_is_422_saying_to_add_one(gh, deployer_client):
+    gh.workflow_def = WorkflowDef.from_yaml("name: Deploy pod\non:\n  push:\njobs: {}\n")
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
+    assert response.status_code == 422
+    assert "Workflow Cannot Be Dispatched" in page
+    assert "Add a workflow_dispatch trigger" in page
+    assert "on the repository&#x27;s default branch" in page
+    assert_failure_recorded("validation", "Workflow does not have 'workflow_dispatch' trigger")
+
+
+def test_inputs_the_workflow_does_not_declare_are_invalid_workflow_inputs(gh, deployer_client):
+    gh.workflow_def = WorkflowDef.from_yaml(
+        "name: Deploy pod\non:\n  workflow_dispatch:\n    inputs:\n      customer: {}\njobs: {}\n"
+    )
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
+    assert response.status_code == 422
+    assert "Invalid Workflow Inputs" in page
+    assert "Workflow rejected inputs: Unexpected inputs provided" in page
+    assert_failure_recorded("validation", "Unexpected inputs provided")
 
 
 def test_rate_limited_dispatch_is_503_with_quota(gh, deployer_client):

@@ -119,6 +119,42 @@ def test_rate_limit_exhausted_is_unhealthy_with_quota(gh, viewer_client):
     assert body["rate_limit"] == {"remaining": 0, "limit": 5000, "reset_at": 2000000000}
 
 
+def test_server_without_rate_limiting_is_healthy_and_says_so(gh, viewer_client):
+    gh.rate_limiting_enabled = False  # GHES's default: GET /rate_limit answers 404
+    response = viewer_client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "healthy"
+    assert body["rate_limit"] == {"enabled": False, "remaining": None, "limit": None, "reset_at": None}
+    assert [r.status for r in gh.requests if r.path == "/rate_limit"] == [404]
+
+
+def test_server_without_rate_limiting_is_healthy_to_anonymous_callers(gh, client):
+    gh.rate_limiting_enabled = False
+    response = client.get("/health")
+    assert (response.status_code, response.json()) == (200, {"status": "healthy"})
+
+
+def test_other_404_on_rate_limit_is_unhealthy_and_not_a_missing_repository(gh, viewer_client):
+    gh.add_fault("GET", r"^/rate_limit$", status=404, body={"message": "Not Found"})
+    response = viewer_client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["github"] == "error"
+    assert body["reason"].startswith("GitHub answered 404 to GET /rate_limit (Not Found).")
+    assert "GITHUB_API_URL" in body["reason"]
+    assert "demo/pods" not in body["reason"]
+
+
+def test_repository_404_says_the_credentials_may_not_see_it(gh, viewer_client, settings):
+    settings.GH_REPO = "demo/private"
+    response = viewer_client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["reason"].startswith(
+        "Repository demo/private not found, or the portal's credentials cannot see it"
+    )
+
+
 def test_unreachable_github_is_unhealthy(gh, viewer_client, settings):
     settings.GITHUB_API_URL = "http://127.0.0.1:9"
     response = viewer_client.get("/health")

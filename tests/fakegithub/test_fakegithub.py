@@ -19,6 +19,7 @@ import requests
 import yaml
 
 from fakegithub import FakeGitHub
+from fakegithub.workflow import PROJECT_WORKFLOW, WorkflowDef
 from tests.fakegithub.apphelpers import APP_ID, INSTALLATION_ID, app_jwt, configure_app, key_pair
 
 TOKEN = "test-token"
@@ -182,6 +183,29 @@ def test_rate_limit_endpoint_reports_core_without_spending_it(fakegithub):
     assert fakegithub.rate_limit["resources"]["core"]["remaining"] == 9
 
 
+def test_disabled_rate_limiting_answers_404_and_sends_no_rate_headers(fakegithub):
+    fakegithub.rate_limiting_enabled = False
+    response = raw(fakegithub, "GET", "/rate_limit")
+    assert response.status_code == 404
+    assert response.json()["message"] == "Rate limiting is not enabled."
+    repo = raw(fakegithub, "GET", "/repos/demo/pods")
+    assert repo.status_code == 200
+    assert [h for h in [*response.headers, *repo.headers] if h.lower().startswith("x-ratelimit")] == []
+    assert fakegithub.rate_limit["resources"]["core"]["remaining"] == 5000  # nothing spent
+
+
+def test_disabled_rate_limiting_never_answers_rate_limited(fakegithub, workflow):
+    fakegithub.set_rate_limit(remaining=0)
+    fakegithub.rate_limiting_enabled = False
+    assert workflow.create_dispatch("main", INPUTS, throw=True) is True
+
+
+def test_ghes_mode_defaults_to_rate_limiting_disabled_as_ghes_ships():
+    assert FakeGitHub(ghes=True).rate_limiting_enabled is False
+    assert FakeGitHub(ghes=True, rate_limiting_enabled=True).rate_limiting_enabled is True
+    assert FakeGitHub().rate_limiting_enabled is True
+
+
 # --- dispatch ------------------------------------------------------------------------------------
 
 
@@ -229,7 +253,26 @@ def test_dispatch_to_disabled_workflow_answers_422(fakegithub, workflow):
     with pytest.raises(github.GithubException) as excinfo:
         workflow.create_dispatch("main", INPUTS, throw=True)
     assert excinfo.value.status == 422
-    assert "disabled workflow" in excinfo.value.data["message"]
+    assert excinfo.value.data["message"] == "Cannot trigger a 'workflow_dispatch' on a disabled workflow"
+    assert fakegithub.runs == []
+
+
+@pytest.mark.parametrize(
+    "triggers", ["push", "[push, pull_request]", "\n  push:\n    branches: [main]"], ids=repr
+)
+def test_dispatch_to_workflow_without_dispatch_trigger_answers_422(fakegithub, workflow, triggers):
+    fakegithub.workflow_def = WorkflowDef.from_yaml(f"name: Deploy pod\non: {triggers}\njobs: {{}}\n")
+    assert fakegithub.workflow_def.dispatchable is False
+    with pytest.raises(github.GithubException) as excinfo:
+        workflow.create_dispatch("main", INPUTS, throw=True)
+    assert excinfo.value.status == 422
+    assert excinfo.value.data["message"] == "Workflow does not have 'workflow_dispatch' trigger"
+    assert fakegithub.runs == []
+
+
+@pytest.mark.parametrize("triggers", ["workflow_dispatch", "[push, workflow_dispatch]"], ids=repr)
+def test_workflow_naming_the_dispatch_trigger_in_any_form_is_dispatchable(triggers):
+    assert WorkflowDef.from_yaml(f"on: {triggers}\njobs: {{}}\n").dispatchable is True
 
 
 def test_missing_workflow_answers_404(fakegithub, repo):
@@ -533,11 +576,15 @@ def test_reset_restores_the_constructor_state(fakegithub, workflow):
     fakegithub.add_fault(path="/", status=500)
     fakegithub.set_rate_limit(remaining=1)
     fakegithub.token = "other"
+    fakegithub.rate_limiting_enabled = False
+    fakegithub.workflow_def = WorkflowDef.from_yaml("on: push\njobs: {}\n")
     fakegithub.reset()
     assert (fakegithub.files, fakegithub.head_sha) == (files, head)
     assert fakegithub.runs == [] and fakegithub.requests == [] and fakegithub.deliveries == []
     assert raw(fakegithub, "GET", "/repos/demo/pods").status_code == 200
     assert fakegithub.rate_limit["resources"]["core"]["remaining"] == 4999
+    assert raw(fakegithub, "GET", "/rate_limit").status_code == 200
+    assert fakegithub.workflow_def == WorkflowDef.load()
 
 
 def test_api_prefix_serves_ghes_style_urls():
@@ -581,13 +628,12 @@ def test_emulator_imports_nothing_from_the_portal():
 
 
 def test_project_workflow_file_declares_what_the_builtin_default_declares():
-    from fakegithub.workflow import PROJECT_WORKFLOW, WorkflowDef
-
     if not PROJECT_WORKFLOW.is_file():
         pytest.skip("the project has no deploy workflow yet")
     project, default = WorkflowDef.load(), WorkflowDef.default()
-    assert (project.name, project.run_name, project.inputs) == (
+    assert (project.name, project.run_name, project.inputs, project.dispatchable) == (
         default.name,
         default.run_name,
         default.inputs,
+        default.dispatchable,
     )

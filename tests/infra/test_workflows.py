@@ -124,6 +124,12 @@ def test_deploy_permissions_are_least_privilege():
     assert job["permissions"] == {"contents": "write", "id-token": "write"}
 
 
+def test_deploy_runner_is_the_deploy_runner_variable_else_github_hosted():
+    # GHES has no GitHub-hosted runners: DEPLOY_RUNNER names a self-hosted runner's label there.
+    (job,) = load(DEPLOY)["jobs"].values()
+    assert job["runs-on"] == "${{ vars.DEPLOY_RUNNER || 'ubuntu-latest' }}"
+
+
 def test_deploy_runs_one_at_a_time_per_pod():
     concurrency = load(DEPLOY)["concurrency"]
     assert concurrency["group"] == "deploy-pod-${{ inputs.customer }}/${{ inputs.environment }}"

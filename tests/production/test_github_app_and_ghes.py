@@ -71,7 +71,8 @@ def test_app_with_wrong_installation_is_explained(app_gh, viewer_client, setting
 
 @pytest.fixture
 def ghes(settings, db):
-    """A GHES-style server: API under /api/v3, web pages at the host root, no return_run_details."""
+    """A GHES-style server: API under /api/v3, web pages at the host root, no return_run_details,
+    API rate limiting disabled (GHES's default)."""
     server = FakeGitHub(repo="demo/pods", specs_dir=PROJECT_PODS, api_prefix="/api/v3", ghes=True).start()
     settings.GITHUB_API_URL = server.api_url
     settings.GH_TOKEN = "test-token"
@@ -115,6 +116,20 @@ def test_ghes_run_not_found_yet_links_the_ghes_actions_page(ghes, deployer_clien
     page = deployer_client.get(response["Location"]).content.decode()
     assert f'id="actions-link" href="{ghes.url}/demo/pods/actions/workflows/deploy-pod.yml"' in page
     assert "/api/v3" not in page.split('id="actions-link"')[1].split(">")[0]
+
+
+def test_ghes_without_rate_limiting_is_healthy_and_lists_pods(ghes, viewer_client):
+    response = viewer_client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["rate_limit"] == {
+        "enabled": False,
+        "remaining": None,
+        "limit": None,
+        "reset_at": None,
+    }
+    assert [r.status for r in ghes.requests if r.path == "/api/v3/rate_limit"] == [404]
+    # No rate-limit headers at all: the listing has no reserve to keep and reads every spec.
+    assert "acme-prod-web" in viewer_client.get("/").content.decode()
 
 
 def test_web_url_of_ghes_and_github_com(settings):
