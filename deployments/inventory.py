@@ -180,9 +180,14 @@ def _blob_texts(shas: set[str]) -> dict[str, str]:
     missing = sorted(shas - texts.keys())
     if not missing:
         return texts
+    # What is left of the rate limit: GitHub's last word, but never more than we know we spent
+    # since (the answers to parallel fetches set it in any order).
+    remaining: int | None = None
     with ThreadPoolExecutor(max_workers=min(BLOB_FETCH_WORKERS, len(missing))) as pool:
         for start in range(0, len(missing), BLOB_FETCH_WORKERS):
-            remaining = gh.rate_limit_remaining()
+            said = gh.rate_limit_remaining()
+            if said is not None:
+                remaining = said if remaining is None else min(said, remaining)
             if (
                 remaining is not None
                 and remaining - BLOB_FETCH_WORKERS < settings.INVENTORY_RATE_LIMIT_RESERVE
@@ -194,6 +199,8 @@ def _blob_texts(shas: set[str]) -> dict[str, str]:
                 )
                 break
             batch = missing[start : start + BLOB_FETCH_WORKERS]
+            if remaining is not None:
+                remaining -= len(batch)
             futures = {pool.submit(gh.get_blob_text, sha): sha for sha in batch}
             failure = None
             for future in as_completed(futures):
