@@ -476,7 +476,10 @@ def _finish(gh: FakeGitHub, req: ApiRequest, response: Response, spend: bool) ->
     encoded = None
     if req.method == "GET" and response.status == 200:
         encoded = encode(response.body)
-        etag = f'W/"{hashlib.sha256(encoded).hexdigest()[:40]}"'
+        # GitHub's ETags are specific to the token that got them: another token's ETag (a
+        # rotated installation token, another process's) answers 200 and spends the limit.
+        digest = hashlib.sha256(req.headers.get("authorization", "").encode() + b"\n" + encoded)
+        etag = f'W/"{digest.hexdigest()[:40]}"'
         response.headers["ETag"] = etag
         wanted = req.headers.get("if-none-match", "")
         candidates = {c.strip().removeprefix("W/") for c in wanted.split(",") if c.strip()}

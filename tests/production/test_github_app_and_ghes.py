@@ -1,9 +1,10 @@
 """Production GitHub set-ups against the emulator: a GitHub App installation, and GHES."""
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
 from deployments import gh as portal_gh
+from deployments import inventory, services
 from deployments.models import DeploymentRequest
 from fakegithub import FakeGitHub
 from fakegithub.pytest_plugin import PROJECT_PODS
@@ -52,6 +53,8 @@ def test_app_deploys_and_links_the_run(app_gh, deployer_client):
 
 
 def test_health_reports_app_auth(app_gh, viewer_client):
+    # The worker holds its token already: the probe's thread cannot use this test's database.
+    portal_gh.state.installation_token()
     response = viewer_client.get("/health")
     assert response.status_code == 200
     assert response.json()["auth"] == "app"
@@ -64,6 +67,69 @@ def test_app_with_wrong_installation_is_explained(app_gh, viewer_client, setting
     page = response.content.decode()
     assert "could not get a token for installation 999" in page
     assert "Branch" not in page
+
+
+# With App auth, conditional requests stay free across processes: GitHub's ETags are specific to the
+# token that got them and the portal shares ETags through the cache, so every process must send the
+# same installation token. A "process" here is the portal with its in-process state forgotten, the
+# shared cache kept.
+
+TOKENS = r"^/app/installations/42/access_tokens$"
+
+
+def new_process() -> None:
+    portal_gh.reset()
+    inventory._memo.clear()
+    caches["fragments"].clear()
+
+
+def core_remaining(gh) -> int:
+    return gh.rate_limit["resources"]["core"]["remaining"]
+
+
+def test_warm_listing_on_two_workers_and_a_sync_cost_no_rate_limit(app_gh, viewer_client, deployer_client):
+    app_gh.queued_for = 3600  # the run does not change under the measurement
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    assert DeploymentRequest.objects.get().status == "dispatched"
+    assert viewer_client.get("/").status_code == 200  # cold: fills the shared ETags
+    services.deployment_requests_sync()
+    before, gets = core_remaining(app_gh), len(app_gh.requests)
+
+    for _worker in range(2):
+        new_process()
+        response = viewer_client.get("/")
+        assert response.status_code == 200
+        assert "acme-prod-web" in response.content.decode()
+    new_process()
+    assert services.deployment_requests_sync()["checked"] == 1
+
+    warm = [r for r in app_gh.requests[gets:] if r.method == "GET" and "/repos/" in r.path]
+    assert warm
+    assert {r.status for r in warm} == {304}
+    assert core_remaining(app_gh) == before
+    assert app_gh.count("POST", TOKENS) == 1  # one token, minted once, shared by every process
+
+
+def test_one_process_mints_the_token_the_others_reuse(app_gh, viewer_client):
+    viewer_client.get("/")
+    first = {r.headers["authorization"] for r in app_gh.requests if "/repos/" in r.path}
+    new_process()
+    viewer_client.get("/")
+    both = {r.headers["authorization"] for r in app_gh.requests if "/repos/" in r.path}
+    assert len(first) == 1
+    assert both == first
+    assert app_gh.count("POST", TOKENS) == 1
+
+
+def test_a_revoked_shared_token_is_replaced_for_every_process(app_gh, viewer_client):
+    viewer_client.get("/")
+    app_gh.state.issued_tokens.clear()  # GitHub revoked the installation token
+    assert viewer_client.get("/").status_code == 503
+    new_process()  # another worker: not handed the dead token
+    response = viewer_client.get("/")
+    assert response.status_code == 200
+    assert "acme-prod-web" in response.content.decode()
+    assert app_gh.count("POST", TOKENS) == 2
 
 
 # --- GitHub Enterprise Server ---------------------------------------------------------------------
