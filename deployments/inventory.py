@@ -1,10 +1,12 @@
 """The pod inventory: every spec.yml under SPECS_PATH, listed cheaply.
 
-One git-tree call lists every spec blob with its SHA. Blobs are content-addressed, so their
-text is cached by SHA forever in Django's cache (shared by all workers), and only blobs not
-seen before are fetched. The tree call carries the last ETag: an unchanged repository answers
-304, which costs no rate limit, and the parsed inventory is served from the cache; for a few
-seconds after a check (INVENTORY_FRESH_SECONDS) the listing is served without asking at all.
+The root tree gives the SPECS_PATH tree's SHA, and one listing of that tree gives every spec
+blob with its SHA. Blobs are content-addressed, so their text is cached by SHA forever in
+Django's cache (shared by all workers), and only blobs not seen before are fetched; the parsed
+pods are cached by the SPECS_PATH tree's SHA, so a commit elsewhere costs the root call only.
+The root call carries the last ETag: an unchanged repository answers 304, which costs no rate
+limit, and the parsed inventory is served from the cache; for a few seconds after a check
+(INVENTORY_FRESH_SECONDS) the listing is served without asking at all.
 """
 
 from __future__ import annotations
@@ -67,15 +69,15 @@ def _cache_key() -> str:
         [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
         + sorted(settings.ALLOWED_INSTANCE_TYPES)
     )
-    return "inventory:v3:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+    return "inventory:v4:" + hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
-def _pods_key(base: str, etag: str | None) -> str:
-    return f"{base}:pods:" + hashlib.sha256((etag or "").encode()).hexdigest()[:32]
+def _pods_key(base: str, sha: str) -> str:
+    return f"{base}:pods:{sha}"
 
 
-def _listing(base: str, etag: str | None) -> Listing | None:
-    key = _pods_key(base, etag)
+def _listing(base: str, sha: str) -> Listing | None:
+    key = _pods_key(base, sha)
     listing = _memo.get(key)
     if listing is None:
         cached = cache.get(key)
@@ -94,25 +96,29 @@ def _load(*, revalidate: bool) -> Listing:
     so that the dispatch is its only GitHub request).
     """
     base = _cache_key()
-    meta = cache.get(f"{base}:meta")  # {"etag": ..., "checked_at": ...}
-    listing = _listing(base, meta["etag"]) if meta else None
+    meta = cache.get(f"{base}:meta")  # {"etag": ..., "sha": ..., "checked_at": ...}
+    listing = _listing(base, meta["sha"]) if meta else None
     if listing and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS):
         return listing
-    tree = gh.get_spec_tree(etag=meta["etag"] if listing else None)
-    if tree is None:  # 304: nothing changed since the cached listing (only asked with its etag)
+    tree = gh.get_spec_tree(
+        etag=meta["etag"] if listing else None, known_sha=meta["sha"] if listing else None
+    )
+    if tree is None or not tree.listed:  # 304, or a commit that left SPECS_PATH as it was
         assert listing is not None and meta is not None
-        cache.set(f"{base}:meta", {"etag": meta["etag"], "checked_at": time.time()}, timeout=None)
+        etag = meta["etag"] if tree is None else tree.etag
+        cache.set(f"{base}:meta", {"etag": etag, "sha": meta["sha"], "checked_at": time.time()}, timeout=None)
         return listing
     previous = {(pod.path, pod.sha): pod for pod in listing.pods if pod.loaded} if listing else {}
     pods = _build(tree.entries, previous)
     if tree.truncated:
         logger.warning("GitHub truncated the tree of %s: the pod list is incomplete", settings.GH_REPO)
+    key = _pods_key(base, tree.sha)
     if not all(pod.loaded for pod in pods):
-        # Not kept under this tree's ETag: the next view asks again and fetches the rest.
-        return Listing(pods, f"{_pods_key(base, tree.etag)}:partial:{len(pods)}", tree.truncated)
-    cache.set(_pods_key(base, tree.etag), {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
-    cache.set(f"{base}:meta", {"etag": tree.etag, "checked_at": time.time()}, timeout=None)
-    return _listing(base, tree.etag) or Listing(pods, _pods_key(base, tree.etag), tree.truncated)
+        # Not kept under this tree's SHA: the next view asks again and fetches the rest.
+        return Listing(pods, f"{key}:partial:{len(pods)}", tree.truncated)
+    cache.set(key, {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
+    cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
+    return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
 
 
 def listing(*, revalidate: bool = True) -> Listing:

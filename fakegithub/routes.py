@@ -155,6 +155,11 @@ def get_tree(gh: FakeGitHub, req: ApiRequest, ident: str) -> Response:
         return error(404, "Not Found")
     if req.query.get("recursive") not in (None, "", "0", "false"):
         walked = list(store.walk(tree_sha))
+        # "The limit for the tree array is 100,000 entries with a maximum size of 7 MB when using
+        # the recursive parameter": past it GitHub answers the first entries, truncated: true.
+        # https://docs.github.com/en/rest/git/trees#get-a-tree
+        if len(walked) > gh.tree_entry_limit:
+            return Response(200, shapes.tree(gh, tree_sha, walked[: gh.tree_entry_limit], truncated=True))
     else:
         walked = [(e.name, e) for e in store.trees[tree_sha]]
     return Response(200, shapes.tree(gh, tree_sha, walked))

@@ -49,6 +49,7 @@ class FakeGitHub:
         workflow: WorkflowDef | None = None,
         workflow_effect: WorkflowEffect | None = None,
         first_run_id: int = FIRST_RUN_ID,
+        tree_entry_limit: int = 100_000,
     ):
         self.repo = repo
         self.owner, self.repo_name = repo.split("/", 1)
@@ -74,6 +75,9 @@ class FakeGitHub:
             workflow_state="active",
             default_conclusion="success",
             app=None,
+            # Entries in a recursive tree listing before GitHub truncates it (it also stops at 7 MB).
+            # https://docs.github.com/en/rest/git/trees#get-a-tree
+            tree_entry_limit=tree_entry_limit,
         )
         seed = read_dir(Path(specs_dir), self.specs_path) if specs_dir is not None else {}
         self.state = State(seed, first_run_id)

@@ -292,8 +292,9 @@ def branch_ref(gh: FakeGitHub) -> dict:
     }
 
 
-def tree(gh: FakeGitHub, tree_sha: str, walked: list[tuple[str, Entry]]) -> dict:
-    """A git tree listing ``walked``, its (path, entry) pairs, in order."""
+def tree(gh: FakeGitHub, tree_sha: str, walked: list[tuple[str, Entry]], truncated: bool = False) -> dict:
+    """A git tree listing ``walked``, its (path, entry) pairs, in order; ``truncated`` when GitHub
+    would have cut it short."""
     api = f"{gh.api_url}/repos/{gh.repo}/git"
     entries = []
     for path, entry in walked:
@@ -304,7 +305,7 @@ def tree(gh: FakeGitHub, tree_sha: str, walked: list[tuple[str, Entry]]) -> dict
         else:
             item["url"] = f"{api}/trees/{entry.sha}"
         entries.append(item)
-    return {"sha": tree_sha, "url": f"{api}/trees/{tree_sha}", "tree": entries, "truncated": False}
+    return {"sha": tree_sha, "url": f"{api}/trees/{tree_sha}", "tree": entries, "truncated": truncated}
 
 
 def blob(gh: FakeGitHub, sha: str, data: bytes) -> dict:

@@ -1,17 +1,22 @@
-"""Reading pod specs: the spec.yml blobs under SPECS_PATH, listed in one call, read by SHA."""
+"""Reading pod specs: the spec.yml blobs under SPECS_PATH, listed by that tree's SHA, read by SHA."""
 
 from __future__ import annotations
 
 import base64
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
 
 from .client import _call, _conditional_get, _repo_url, state
 from .errors import GitHubAPIError
+
+# Parallel sub-tree listings when GitHub truncates the SPECS_PATH tree (see _specs_under).
+TREE_WALK_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -23,22 +28,33 @@ class TreeEntry:
 
 @dataclass(frozen=True)
 class SpecTree:
-    """The blobs under SPECS_PATH; ``etag`` makes the next listing a conditional request."""
+    """The blobs under SPECS_PATH; ``etag`` makes the next listing a conditional request.
+
+    ``sha`` is the SPECS_PATH tree's own id ("" when DEPLOY_REF has no SPECS_PATH): the same id
+    always holds the same blobs. ``listed`` is False when it was the ``known_sha`` asked with, so
+    its blobs were not listed again and ``entries`` is empty.
+    """
 
     etag: str | None
     entries: tuple[TreeEntry, ...]
     truncated: bool = False
+    sha: str = ""
+    listed: bool = True
 
 
-def get_spec_tree(*, etag: str | None = None) -> SpecTree | None:
-    """The spec.yml blobs under SPECS_PATH at DEPLOY_REF, in one call.
+def get_spec_tree(*, etag: str | None = None, known_sha: str | None = None) -> SpecTree | None:
+    """The spec.yml blobs under SPECS_PATH at DEPLOY_REF.
 
-    With ``etag`` the call is conditional: an unchanged repository answers 304 (free of rate
-    limit) and this returns None.
+    The root tree at DEPLOY_REF is read without recursion (it changes with every commit) to find
+    the SPECS_PATH tree's SHA, and only that tree is listed recursively: files elsewhere in the
+    repository neither cost anything nor make GitHub truncate the listing. With ``etag`` the
+    root call is conditional: an unchanged repository answers 304 (free of rate limit) and this
+    returns None. A commit outside SPECS_PATH leaves its SHA at ``known_sha``: nothing more is
+    asked.
     """
     result = _conditional_get(
         _repo_url(f"/git/trees/{quote(settings.DEPLOY_REF, safe='')}"),
-        {"recursive": "1"},
+        {},
         etag=etag,
         not_found=f"Branch '{settings.DEPLOY_REF}' of repository '{settings.GH_REPO}' was not found. "
         "Check GH_REPO and DEPLOY_REF.",
@@ -46,20 +62,90 @@ def get_spec_tree(*, etag: str | None = None) -> SpecTree | None:
     if result is None:
         return None
     etag, data = result
-    prefix = settings.SPECS_PATH + "/"
-    tree = data.get("tree")
-    entries = tuple(
-        TreeEntry(path=item["path"], sha=item["sha"], size=_size(item.get("size")))
-        for item in (tree if isinstance(tree, list) else [])
-        if isinstance(item, dict)
-        and item.get("type") == "blob"
+    sha = ""
+    for depth, name in enumerate(settings.SPECS_PATH.split("/")):
+        if depth:
+            data = _tree(sha, recursive=False)
+        found = next((item for item in _items(data) if item.get("path") == name), None)
+        if found is None or found.get("type") != "tree" or not _is_sha(found.get("sha")):
+            # No SPECS_PATH (no pods yet), unless GitHub left it out of a truncated listing.
+            return SpecTree(etag=etag, entries=(), truncated=data.get("truncated") is True)
+        sha = found["sha"]
+    if sha == known_sha:
+        return SpecTree(etag=etag, entries=(), sha=sha, listed=False)
+    entries, truncated = _specs_under(sha, settings.SPECS_PATH, levels=2)
+    return SpecTree(etag=etag, entries=tuple(entries), truncated=truncated, sha=sha)
+
+
+def _specs_under(sha: str, path: str, *, levels: int) -> tuple[list[TreeEntry], bool]:
+    """The spec.yml blobs ``levels`` directories below tree ``sha`` (found at ``path``), and
+    whether GitHub cut the listing short even one sub-tree at a time.
+
+    One recursive listing, unless GitHub truncates it (past 100,000 entries or 7 MB). Then, as
+    GitHub's "Get a tree" says: "If truncated is true in the response then the number of items in
+    the tree array exceeded our maximum limit. If you need to fetch more items, use the
+    non-recursive method of fetching trees, and fetch one sub-tree at a time."
+    https://docs.github.com/en/rest/git/trees#get-a-tree
+    """
+    data = _tree(sha, recursive=True)
+    entries = _spec_entries(data, path, levels)
+    if data.get("truncated") is not True:
+        return entries, False
+    level = _tree(sha, recursive=False)
+    if level.get("truncated") is True:
+        return entries, True  # the best GitHub gives: what its recursive answer held
+    entries = _spec_entries(level, path, levels)
+    subtrees = [
+        item
+        for item in _items(level)
+        if levels
+        and item.get("type") == "tree"
+        and _is_sha(item.get("sha"))
         and isinstance(item.get("path"), str)
-        and item["path"].startswith(prefix)
-        and item["path"].endswith("/spec.yml")
-        and isinstance(item.get("sha"), str)
-        and _SHA_RE.fullmatch(item["sha"])
+    ]
+    if not subtrees:
+        return entries, False
+    truncated = False
+    with ThreadPoolExecutor(max_workers=min(TREE_WALK_WORKERS, len(subtrees))) as pool:
+        for found, cut in pool.map(
+            lambda item: _specs_under(item["sha"], f"{path}/{item['path']}", levels=levels - 1), subtrees
+        ):
+            entries += found
+            truncated = truncated or cut
+    return entries, truncated
+
+
+def _tree(sha: str, *, recursive: bool) -> dict[str, Any]:
+    result = _conditional_get(
+        _repo_url(f"/git/trees/{sha}"),
+        {"recursive": "1"} if recursive else {},
+        etag=None,
+        not_found=f"Tree {sha} of repository '{settings.GH_REPO}' was not found.",
     )
-    return SpecTree(etag=etag, entries=entries, truncated=data.get("truncated") is True)
+    assert result is not None  # unconditional: never a 304
+    return result[1]
+
+
+def _items(data: dict[str, Any]) -> list[dict[str, Any]]:
+    tree = data.get("tree")
+    return [item for item in tree if isinstance(item, dict)] if isinstance(tree, list) else []
+
+
+def _spec_entries(data: dict[str, Any], path: str, levels: int) -> list[TreeEntry]:
+    """The ``<dir>/…/spec.yml`` blobs ``levels`` directories deep in a tree listing at ``path``."""
+    return [
+        TreeEntry(path=f"{path}/{item['path']}", sha=item["sha"], size=_size(item.get("size")))
+        for item in _items(data)
+        if item.get("type") == "blob"
+        and isinstance(item.get("path"), str)
+        and item["path"].count("/") == levels
+        and item["path"].rsplit("/", 1)[-1] == "spec.yml"
+        and _is_sha(item.get("sha"))
+    ]
+
+
+def _is_sha(value: object) -> bool:
+    return isinstance(value, str) and _SHA_RE.fullmatch(value) is not None
 
 
 # A git object id: SHA-1, or SHA-256 in a repository that uses it.

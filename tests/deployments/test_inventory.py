@@ -66,13 +66,17 @@ def test_spec_under_the_wrong_directory_is_marked_invalid(gh, db):
     assert pod.error == "spec says acme/prod but lives under acme/dev"
 
 
-def test_cold_listing_costs_one_tree_call_and_one_call_per_blob(gh, db):
+def test_cold_listing_costs_two_tree_calls_and_one_call_per_blob(gh, db):
     gh.clear_requests()
     pods = inventory.list_pods()
     assert len(pods) == 6
-    assert gh.count("GET", r"/git/trees/") == 1
+    assert [(r.path.rsplit("/", 1)[-1], r.query) for r in gh.requests[:2]] == [
+        ("main", {}),
+        (gh.state.snapshots[gh.head_sha].dirs["pods"], {"recursive": "1"}),
+    ]
+    assert gh.count("GET", r"/git/trees/") == 2
     assert gh.count("GET", r"/git/blobs/") == 6
-    assert gh.count() == 7
+    assert gh.count() == 8
 
 
 def test_warm_listing_of_unchanged_repo_is_one_free_304(gh, db):
@@ -85,7 +89,7 @@ def test_warm_listing_of_unchanged_repo_is_one_free_304(gh, db):
     assert gh.rate_limit["resources"]["core"]["remaining"] == remaining
 
 
-def test_one_changed_spec_costs_the_tree_and_that_one_blob(gh, db):
+def test_one_changed_spec_costs_the_two_trees_and_that_one_blob(gh, db):
     inventory.list_pods()
     gh.put_file(
         "pods/acme/prod/spec.yml", gh.files["pods/acme/prod/spec.yml"].replace("t3.medium", "t3.large")
@@ -93,7 +97,7 @@ def test_one_changed_spec_costs_the_tree_and_that_one_blob(gh, db):
     gh.clear_requests()
     pod = inventory.get_pod("acme", "prod")
     assert pod.spec.instance_type == "t3.large"
-    assert gh.count() == 2
+    assert gh.count() == 3
     assert gh.count("GET", r"/git/blobs/") == 1
 
 
@@ -103,7 +107,15 @@ def test_blobs_are_shared_through_the_cache_when_the_listing_is_lost(gh, db):
     gh.clear_requests()
     assert len(inventory.list_pods()) == 6
     assert gh.count("GET", r"/git/blobs/") == 0
-    assert [r.status for r in gh.requests] == [200]
+    assert [r.status for r in gh.requests] == [200, 200]
+
+
+def test_commit_outside_specs_path_costs_the_root_tree_only(gh, db):
+    inventory.list_pods()
+    gh.put_file("docs/README.md", "# Pods\n")
+    gh.clear_requests()
+    assert len(inventory.list_pods()) == 6
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in gh.requests] == [("main", 200)]
 
 
 def test_listing_checked_moments_ago_is_served_without_asking_github(gh, db, settings):
@@ -195,11 +207,38 @@ def test_spec_blobs_stay_cached_beyond_the_default_cache_size(gh, db):
     assert gh.count("GET", r"/git/blobs/") == 0
 
 
+def test_files_outside_specs_path_do_not_truncate_the_listing(gh, viewer_client):
+    gh.tree_entry_limit = 20
+    for i in range(50):
+        gh.put_file(f"docs/page{i:02}.md", f"page {i}\n")
+    response = viewer_client.get("/")
+    assert len(response.context["pods"]) == 6
+    assert "some pods may be missing here" not in response.content.decode()
+    assert gh.count("GET", r"/git/trees/") == 2
+
+
+def test_specs_past_the_tree_limit_are_listed_one_sub_tree_at_a_time(gh, viewer_client):
+    gh.tree_entry_limit = 20
+    put_pods(gh, 30)
+    gh.clear_requests()
+    response = viewer_client.get("/")
+    pods = response.context["pods"]
+    assert len({pod.key for pod in pods}) == 36
+    assert "some pods may be missing here" not in response.content.decode()
+    customers = len({pod.customer for pod in pods})
+    # root, SPECS_PATH recursive (truncated), SPECS_PATH one level, then each customer's tree
+    assert gh.count("GET", r"/git/trees/") == 3 + customers
+
+
 def test_truncated_tree_is_flagged_on_the_page(gh, viewer_client):
-    entry = {"path": "pods/acme/prod/spec.yml", "mode": "100644", "type": "blob", "size": 10}
-    entry["sha"] = next(e.sha for e in portal_gh.get_spec_tree().entries if e.path == entry["path"])
-    gh.add_fault(
-        "GET", r"/git/trees/", status=200, body={"sha": "0" * 40, "tree": [entry], "truncated": True}
+    specs = portal_gh.get_spec_tree()
+    entry = {"path": "acme/prod/spec.yml", "mode": "100644", "type": "blob", "size": 10}
+    entry["sha"] = next(e.sha for e in specs.entries if e.path == "pods/acme/prod/spec.yml")
+    gh.add_fault(  # the SPECS_PATH tree, recursive or not
+        "GET",
+        rf"/git/trees/{specs.sha}$",
+        status=200,
+        body={"sha": specs.sha, "tree": [entry], "truncated": True},
     )
     page = viewer_client.get("/").content.decode()
     assert "1 pod" in page

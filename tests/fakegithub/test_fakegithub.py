@@ -93,6 +93,19 @@ def test_contents_tree_and_blob_roundtrip_through_pygithub(fakegithub, repo):
     assert base64.b64decode(blob.content) == b"customer: zeta\n"
 
 
+def test_recursive_tree_past_the_entry_limit_is_truncated_and_sub_trees_list_by_sha(fakegithub, repo):
+    fakegithub.tree_entry_limit = 5
+    tree = repo.get_git_tree("main", recursive=True)
+    assert tree.raw_data["truncated"] is True
+    assert len(tree.tree) == 5
+    root = repo.get_git_tree("main")
+    assert root.raw_data["truncated"] is False
+    pods = next(entry for entry in root.tree if entry.path == "pods")
+    customers = repo.get_git_tree(pods.sha)
+    assert {entry.path for entry in customers.tree} == {"acme", "globex", "initech", "umbrella"}
+    assert customers.raw_data["truncated"] is False
+
+
 def test_tree_sha_is_stable_for_unchanged_content_and_changes_with_content(fakegithub, repo):
     before = repo.get_git_tree("main").sha
     fakegithub.put_file("pods/acme/prod/spec.yml", fakegithub.files["pods/acme/prod/spec.yml"])
