@@ -272,6 +272,26 @@ def deployment_request_apply_run(
     return True
 
 
+def deployment_request_find_run(*, request: DeploymentRequest) -> bool:
+    """Look once more for the run of an active request dispatched without knowing it (GHES 3.20
+    and older, a lost dispatch answer): GitHub creates runs asynchronously, seconds later.
+
+    Called by the request page, so the link appears without waiting for the sync; bounded to
+    one lookup per RUN_LOOKUP_INTERVAL_SECONDS per request, whoever asks. Returns True when the
+    run was found and recorded.
+    """
+    if request.run_id or not request.is_active or request.status == Status.PENDING:
+        return False
+    if not cache.add(f"run-lookup:{request.pk}", True, timeout=settings.RUN_LOOKUP_INTERVAL_SECONDS):
+        return False
+    try:
+        run = gh.find_run(request_id=request.request_id, since=request.created_at)
+    except gh.GitHubError as exc:
+        logger.warning("run lookup for request %s failed: %s", request.pk, exc.message)
+        return False
+    return run is not None and deployment_request_apply_run(request=request, run=run, source=Source.SYSTEM)
+
+
 def _close(
     request: DeploymentRequest,
     conclusion: str,

@@ -170,6 +170,8 @@ def request_detail(request, pk: int):
     deployment = DeploymentRequest.objects.select_related("requested_by", "released_by").filter(pk=pk).first()
     if deployment is None:
         raise Http404(f"Request #{pk} does not exist.")
+    if services.deployment_request_find_run(request=deployment):
+        deployment.refresh_from_db()
     context = {
         "deployment": deployment,
         "events": selectors.request_events(deployment),

@@ -216,6 +216,9 @@ INVENTORY_RATE_LIMIT_RESERVE = env.int("INVENTORY_RATE_LIMIT_RESERVE", default=2
 HEALTH_CACHE_SECONDS = env.int("HEALTH_CACHE_SECONDS", default=30)
 # A monitor presenting "Authorization: Bearer <HEALTH_TOKEN>" sees /health's details (empty: login only).
 HEALTH_TOKEN = env.str("HEALTH_TOKEN", default="")
+# After a dispatch whose answer did not name its run, the request page looks for the run at
+# most this often (per request, across workers) until it appears.
+RUN_LOOKUP_INTERVAL_SECONDS = env.float("RUN_LOOKUP_INTERVAL_SECONDS", default=5.0)
 # A request still active after this long is closed as "stale" by sync_runs.
 RUN_STALE_AFTER_MINUTES = env.int("RUN_STALE_AFTER_MINUTES", default=120)
 # Set by `make run` when it starts the GitHub emulator: shows the sandbox banner.

@@ -121,3 +121,28 @@ def test_request_whose_run_lookup_keeps_failing_is_still_closed_when_too_old(gh,
     deployed.refresh_from_db()
     assert deployed.conclusion == "stale"
     assert deployed.error_message == "The run stayed dispatched for more than 30 minutes."
+
+
+def test_the_request_page_finds_a_late_run_itself_at_a_bounded_cost(gh, deployer_client, settings):
+    settings.GITHUB_RUN_LOOKUP_SECONDS = 0.1
+    settings.RUN_LOOKUP_INTERVAL_SECONDS = 0.2
+    gh.ghes = True
+    gh.run_visible_after = 0.5  # GitHub creates the run a while after the dispatch
+    deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    request = DeploymentRequest.objects.get()
+    assert request.run_id is None
+    gh.clear_requests()
+    views, started = 0, time.monotonic()
+    while time.monotonic() < started + 5:
+        views += 1
+        response = deployer_client.get(f"/requests/{request.pk}/")
+        if response.context["deployment"].run_id:
+            break
+        time.sleep(0.05)  # an operator's browser polling the page
+    elapsed = time.monotonic() - started
+    request.refresh_from_db()
+    assert request.run_id == gh.runs[0]["id"]
+    assert response.context["deployment"].run_link == gh.runs[0]["html_url"]
+    lookups = len([r for r in gh.requests if r.path.endswith("/runs")])
+    assert 1 <= lookups <= elapsed / 0.2 + 1 and lookups < views  # one per interval, not one per view
+    assert request.events.last().source == "system"
