@@ -10,13 +10,6 @@ FAST = 0.5  # seconds: /health answers from the stored report, never from GitHub
 SLOW_GITHUB = 3.0  # seconds the emulator sleeps on the scripted route
 
 
-@pytest.fixture(autouse=True)
-def _no_probe_outlives_its_test():
-    yield
-    # A probe still running would read the next test's settings and reach its emulator.
-    assert health.wait_for_probe(SLOW_GITHUB + 10)
-
-
 @pytest.fixture
 def monitor(client, settings):
     """A monitoring system presenting the HEALTH_TOKEN."""
