@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import requests
 from fakegithub import FakeGitHub
 from fakegithub.pytest_plugin import PROJECT_PODS
 from tests.helpers import sign
-from tests.production.test_slow_clients import HOST, free_port, gunicorn_command, stop, wait_until_up
+from tests.production.gunicorn import HOST, production_env, running_gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "hostile-Password-4k2"  # noqa: S105 (a throwaway user of a throwaway database)
@@ -42,49 +40,32 @@ def stack(tmp_path_factory) -> Iterator[tuple]:
     github = FakeGitHub(repo="demo/pods", specs_dir=PROJECT_PODS, token="hostile-token").start()  # noqa: S106
     for pod, text in HOSTILE_SPECS.items():
         github.put_file(f"pods/{pod}/spec.yml", text)
-    port = free_port()
-    command, server_env = gunicorn_command(port)
-    secret = secrets.token_hex(16)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(workdir),
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": HOST,
-        "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "DJANGO_SESSION_COOKIE_SECURE": "false",
-        "DJANGO_CSRF_COOKIE_SECURE": "false",
-        "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
-        "GH_TOKEN": github.token,
-        "GH_REPO": "demo/pods",
-        "GITHUB_API_URL": github.api_url,
-        "GITHUB_WEBHOOK_SECRET": secret,
-        **server_env,
-    }
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
-    create = "from django.contrib.auth.models import User; "
-    create += f"User.objects.create_user('olive', password='{PASSWORD}')"
-    subprocess.run([*manage, "shell", "-c", create], cwd=ROOT, env=env, check=True, capture_output=True)
-    log = workdir / "gunicorn.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    github.webhook_secret = secrets.token_hex(16)
+    env = production_env(
+        workdir,
+        DJANGO_SESSION_COOKIE_SECURE="false",
+        DJANGO_CSRF_COOKIE_SECURE="false",
+        GH_TOKEN=github.token,
+        GH_REPO="demo/pods",
+        GITHUB_API_URL=github.api_url,
+        GITHUB_WEBHOOK_SECRET=github.webhook_secret,
+    )
+    user = "from django.contrib.auth.models import User; "
+    user += f"User.objects.create_user('olive', password='{PASSWORD}')"
     try:
-        wait_until_up(port, process, log)
-        url = f"http://{HOST}:{port}"
-        session = requests.Session()
-        login = session.get(f"{url}/accounts/login/", timeout=10)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
-        session.post(
-            f"{url}/accounts/login/",
-            {"username": "olive", "password": PASSWORD, "csrfmiddlewaretoken": token},
-            headers={"Referer": f"{url}/accounts/login/"},
-            timeout=10,
-        )
-        github.webhook_secret = secret
-        yield url, github, session, process, log
+        with running_gunicorn(workdir, env, setup=user) as server:
+            url = f"http://{HOST}:{server.port}"
+            session = requests.Session()
+            login = session.get(f"{url}/accounts/login/", timeout=10)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
+            session.post(
+                f"{url}/accounts/login/",
+                {"username": "olive", "password": PASSWORD, "csrfmiddlewaretoken": token},
+                headers={"Referer": f"{url}/accounts/login/"},
+                timeout=10,
+            )
+            yield url, github, session, server.process, server.log
     finally:
-        stop(process)
         github.stop()
 
 

@@ -11,51 +11,34 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import re
 import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.production.test_dockerfile import arguments, env_vars
+from tests.production.gunicorn import (
+    HOST,
+    Server,
+    free_port,
+    get,
+    production_env,
+    running_gunicorn,
+    stop,
+    wait_until_up,
+)  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX_CONF = ROOT / "deploy" / "nginx" / "portal.conf"
-HOST = "127.0.0.1"
 SLOW_CLIENTS = 16  # twice the threads of the Dockerfile's 2 workers x 4 threads
 GETS = 5  # ordinary GETs timed while the slow clients wait, each on a new connection
 STALL_LIMIT = 1.0  # seconds a GET is given before it counts as stalled
-
-
-@dataclass
-class Server:
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def get(port: int, path: str, *, timeout: float, headers: dict | None = None) -> http.client.HTTPResponse:
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    connection.request("GET", path, headers={"Host": HOST, **(headers or {})})
-    response = connection.getresponse()
-    response.read()
-    connection.close()
-    return response
 
 
 def timed_get(port: int, *, limit: float = STALL_LIMIT) -> tuple[float, int | None]:
@@ -78,27 +61,6 @@ def describe(results: list[tuple[float, int | None]]) -> str:
     return f"{stalled} of {len(results)} unanswered in {STALL_LIMIT:.0f} s, slowest {slowest_ms:.0f} ms"
 
 
-def wait_until_up(port: int, server: subprocess.Popen, log: Path, *, path: str = "/health/live") -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"{server.args[0]} exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            if get(port, path, timeout=2).status == 200:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"Nothing answered on port {port} within 30 s:\n{log.read_text()[-3000:]}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-
-
 @contextlib.contextmanager
 def slow_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
     """``count`` connections that send a POST's headers, promise 1000 bytes of body, send none."""
@@ -119,47 +81,19 @@ def slow_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
-def gunicorn_command(port: int) -> tuple[list[str], dict[str, str]]:
-    """The Dockerfile's CMD and its ENV defaults, bound to loopback and run from this venv."""
-    [cmd] = arguments("CMD")
-    shell, flag, script = json.loads(cmd)
-    script = script.replace("exec gunicorn ", f"exec {sys.executable} -m gunicorn ")
-    script = script.replace("--bind 0.0.0.0:", f"--bind {HOST}:")
-    assert f"--bind {HOST}:${{PORT}}" in script, script
-    defaults = {k: v for k, v in env_vars().items() if k.startswith("GUNICORN_")}
-    return [shell, flag, script], {**defaults, "PORT": str(port)}
-
-
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("slow-clients-gunicorn")
-    port = free_port()
-    command, server_env = gunicorn_command(port)
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(workdir),
-        "DJANGO_DEBUG": "false",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_ALLOWED_HOSTS": HOST,
-        "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"sqlite:///{workdir / 'portal.sqlite3'}",
-        "GH_TOKEN": "unused",
-        "GH_REPO": "demo/pods",
-        "GITHUB_API_URL": "http://127.0.0.1:9",
+    env = production_env(
+        workdir,
+        GH_TOKEN="unused",
+        GH_REPO="demo/pods",
+        GITHUB_API_URL="http://127.0.0.1:9",
         # Set, so the webhook reads the body it was promised (without it, it answers 503 at once).
-        "GITHUB_WEBHOOK_SECRET": secrets.token_hex(16),
-        **server_env,
-    }
-    migrate = [sys.executable, "manage.py", "migrate", "--noinput"]
-    subprocess.run(migrate, cwd=ROOT, env=env, check=True, capture_output=True)
-    log = workdir / "gunicorn.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_up(port, process, log)
-        yield Server(port=port, process=process, log=log)
-    finally:
-        stop(process)
+        GITHUB_WEBHOOK_SECRET=secrets.token_hex(16),
+    )
+    with running_gunicorn(workdir, env) as server:
+        yield server
 
 
 def nginx_binary() -> str:
