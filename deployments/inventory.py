@@ -226,7 +226,10 @@ def _parse(entry: gh.TreeEntry, customer: str, environment: str, text: str) -> P
     try:
         spec = podspec.parse(text, settings.ALLOWED_INSTANCE_TYPES)
     except podspec.SpecError as exc:
-        return Pod(customer, environment, entry.path, entry.sha, text, None, str(exc))
+        # Kept only when small: it becomes a request's spec_before and the preview's diff, and a
+        # blob may be larger than its tree entry said.
+        kept = text if len(text.encode("utf-8", "surrogatepass")) <= podspec.MAX_SPEC_BYTES else ""
+        return Pod(customer, environment, entry.path, entry.sha, kept, None, str(exc))
     if (spec.customer, spec.environment) != (customer, environment):
         error = f"spec says {spec.pod} but lives under {customer}/{environment}"
         return Pod(customer, environment, entry.path, entry.sha, text, None, error)

@@ -225,3 +225,19 @@ def test_a_malformed_blob_answer_is_a_github_error_page_not_a_crash(gh, viewer_c
     response = viewer_client.get("/")
     assert response.status_code == 503
     assert response.context["error_type"] == "api_error"
+
+
+def test_a_blob_larger_than_its_tree_entry_said_is_not_kept(gh, deployer_client):
+    import base64
+
+    big = base64.b64encode(("# " + "w" * 2_000_000 + "\n").encode()).decode()
+    gh.put_file("pods/liar/prod/spec.yml", "customer: liar\n")
+    sha = blob_sha("customer: liar\n")
+    gh.add_fault(
+        "GET", rf"/git/blobs/{sha}$", status=200, body={"sha": sha, "content": big, "encoding": "base64"}
+    )
+    pods = {pod.key: pod for pod in deployer_client.get("/").context["pods"]}
+    assert pods["liar/prod"].spec is None and pods["liar/prod"].text == ""
+    values = {**EDIT_ACME_PROD, "customer": "liar", "instance_name": "liar-prod-web"}
+    preview = deployer_client.post("/deploy/preview/", form(values))
+    assert preview.status_code == 200 and len(preview.content) < 50_000
