@@ -5,7 +5,7 @@ all workers) and, when that report is older than HEALTH_CACHE_SECONDS, starts a 
 daemon thread of its process. The probe lock in the cache lets one worker probe at a time, so a
 monitoring storm costs GitHub one probe per period. The probe thread touches only GitHub: its
 report is handed back in memory and published to the cache by the next /health request of the
-same process (no database connection lives in the thread).
+same process (the thread writes nothing to the database).
 
 Only when no report exists at all (a new deployment, a cleared cache) does the request that
 starts the probe wait for it, at most FIRST_PROBE_WAIT_SECONDS: a healthy GitHub answers in a
@@ -27,7 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, connections
 from django.http import HttpRequest
 
 from . import gh
@@ -59,6 +59,10 @@ class _Probe:
                 github="error",
             )
             self.report = dataclasses.asdict(failed)
+        finally:
+            # With GitHub App auth the shared installation token is read from the database cache:
+            # close what this thread opened (connections are per thread) instead of leaking it.
+            connections.close_all()
         self.checked_at = time.time()
 
 
