@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -68,11 +69,13 @@ def write_spec(repo: Path, spec: podspec.PodSpec) -> str:
     return rel
 
 
-def commit_spec(repo: Path, env: dict[str, str], spec_rel: str, message: str) -> subprocess.CompletedProcess:
+def commit_spec(
+    repo: Path, env: dict[str, str], spec_rel: str, message: str, **extra_env: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(COMMIT_SPEC), spec_rel, message],
         cwd=repo,
-        env={**env, "PUSH_ATTEMPTS": "3"},
+        env={**env, "PUSH_ATTEMPTS": "3", **extra_env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -85,6 +88,27 @@ def origin_file(origin: Path, env: dict[str, str], rel: str) -> str:
 
 def origin_log(origin: Path, env: dict[str, str]) -> list[str]:
     return git(origin, env, "log", "--format=%s", "main").splitlines()
+
+
+def refuse_pushes(origin: Path, *stderr_lines: str) -> Path:
+    """Install a pre-receive hook that refuses every push as GitHub does; returns its call log."""
+    calls = origin.parent / "pre-receive-calls"
+    message = "".join(f"echo {shlex.quote(line)} >&2\n" for line in stderr_lines)
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho called >>{shlex.quote(str(calls))}\n{message}exit 1\n")
+    hook.chmod(0o755)
+    return calls
+
+
+# What github.com answers a push to a branch protected by a rule, or by a ruleset.
+GH006 = (
+    "error: GH006: Protected branch update failed for refs/heads/main.",
+    "error: Changes must be made through a pull request.",
+)
+GH013 = (
+    "error: GH013: Repository rule violations found for refs/heads/main.",
+    "- Changes must be made through a pull request.",
+)
 
 
 ACME = podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.medium", True)
@@ -190,3 +214,51 @@ def test_workflow_render_then_commit_new_pod(origin, tmp_path, git_env):
     assert result.returncode == 0, result.stderr
     spec = podspec.parse(origin_file(origin, git_env, rel))
     assert spec.workflow_inputs() == {k.lower(): v for k, v in inputs.items()}
+
+
+@pytest.mark.parametrize("refusal", [GH006, GH013], ids=["branch-protection", "ruleset"])
+def test_protected_branch_fails_at_once_with_what_to_do(origin, tmp_path, git_env, refusal):
+    repo = clone(origin, tmp_path / "a", git_env)
+    before = git(origin, git_env, "rev-parse", "main")
+    calls = refuse_pushes(origin, *refusal)
+    rel = write_spec(repo, ACME)
+    output = tmp_path / "github-output"
+    output.touch()
+    result = commit_spec(repo, git_env, rel, "Deploy acme/prod", GITHUB_OUTPUT=str(output))
+    assert result.returncode == 1
+    # One push, no rebase, no retry: a protection refusal is not a race.
+    assert calls.read_text().splitlines() == ["called"]
+    assert "rebasing" not in result.stdout
+    assert "::error title=Protected branch::The branch main is protected" in result.stderr
+    assert refusal[0].removeprefix("error: ") in result.stderr
+    assert "DEPLOY_APP_ID" in result.stderr and "DEPLOY_APP_PRIVATE_KEY" in result.stderr
+    # Nothing half-done: origin untouched, no rebase in progress, no commit reported to later steps.
+    assert git(origin, git_env, "rev-parse", "main") == before
+    assert not (repo / ".git" / "rebase-merge").exists()
+    assert output.read_text() == ""
+
+
+def test_other_refusal_fails_at_once_with_gits_message(origin, tmp_path, git_env):
+    repo = clone(origin, tmp_path / "a", git_env)
+    calls = refuse_pushes(origin, "error: the repository is read-only for maintenance")
+    rel = write_spec(repo, ACME)
+    result = commit_spec(repo, git_env, rel, "Deploy acme/prod")
+    assert result.returncode == 1
+    assert calls.read_text().splitlines() == ["called"]
+    assert "read-only for maintenance" in result.stderr
+    assert "refused the push" in result.stderr
+    assert "protected" not in result.stderr
+
+
+def test_pushed_commit_is_handed_to_the_later_steps(origin, tmp_path, git_env):
+    repo_a = clone(origin, tmp_path / "a", git_env)
+    repo_b = clone(origin, tmp_path / "b", git_env)
+    rel_b = write_spec(repo_b, GLOBEX)
+    assert commit_spec(repo_b, git_env, rel_b, "Deploy globex/staging").returncode == 0
+    output = tmp_path / "github-output"
+    rel = write_spec(repo_a, ACME)
+    result = commit_spec(repo_a, git_env, rel, "Deploy acme/prod", GITHUB_OUTPUT=str(output))
+    assert result.returncode == 0, result.stderr
+    # After the rebase: the commit on the branch, whose spec is the one Terraform then applies.
+    assert output.read_text() == f"commit={git(origin, git_env, 'rev-parse', 'main')}"
+    assert (repo_a / rel).read_text() == origin_file(origin, git_env, rel)

@@ -229,12 +229,13 @@ def test_deploy_steps_in_order():
         "pip install pyyaml==6.0.3",
         "python -m deployments.podspec validate",
         "python -m deployments.podspec render --out",
+        "actions/create-github-app-token@",
+        "scripts/deploy/commit-spec.sh",
         "aws-actions/configure-aws-credentials@",
         "hashicorp/setup-terraform@",
         "scripts/deploy/terraform.sh init",
         "scripts/deploy/terraform.sh plan",
         "scripts/deploy/terraform.sh apply",
-        "scripts/deploy/commit-spec.sh",
     ]
     positions = [next(i for i, t in enumerate(text) if marker in t) for marker in order]
     assert positions == sorted(positions)
@@ -242,6 +243,55 @@ def test_deploy_steps_in_order():
     assert aws["with"]["role-to-assume"] == "${{ vars.AWS_DEPLOY_ROLE_ARN }}"
     assert aws["with"]["aws-region"] == "${{ vars.AWS_REGION }}"
     assert "aws-access-key-id" not in aws["with"], "use OIDC, not long-lived keys"
+
+
+def deploy_step(name: str) -> dict:
+    (job,) = load(DEPLOY)["jobs"].values()
+    return next(step for step in job["steps"] if step.get("name") == name)
+
+
+def test_spec_is_committed_before_terraform_applies_it():
+    # A branch that refuses the push must stop the run before Terraform changes anything.
+    (job,) = load(DEPLOY)["jobs"].values()
+    names = [step.get("name") for step in job["steps"]]
+    commit = names.index("Commit spec.yml")
+    assert commit < names.index("Configure AWS credentials (OIDC)")
+    assert commit < names.index("Terraform plan") < names.index("Terraform apply")
+    assert deploy_step("Commit spec.yml")["id"] == "commit"
+    # The plan is of the committed spec: the step checks the file against that commit first.
+    plan = deploy_step("Terraform plan")
+    assert plan["env"]["SPEC_COMMIT"] == "${{ steps.commit.outputs.commit }}"
+    assert plan["run"].index('git diff --quiet "$SPEC_COMMIT"') < plan["run"].index("terraform.sh plan")
+
+
+def test_spec_is_pushed_with_the_app_token_when_one_is_configured_else_github_token():
+    app = deploy_step("GitHub App token for the push")
+    assert app["if"] == "vars.DEPLOY_APP_ID != ''"
+    assert app["with"] == {
+        "client-id": "${{ vars.DEPLOY_APP_ID }}",
+        "private-key": "${{ secrets.DEPLOY_APP_PRIVATE_KEY }}",
+        "permission-contents": "write",
+    }
+    commit_env = deploy_step("Commit spec.yml")["env"]
+    assert commit_env["GIT_PUSH_TOKEN"] == f"${{{{ steps.{app['id']}.outputs.token || github.token }}}}"
+
+
+def test_plan_step_refuses_a_spec_that_differs_from_the_commit(workspace):
+    git_env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    git_env |= {"GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ.get("PATH", "")}
+    spec = workspace / "pods" / "acme" / "prod" / "spec.yml"
+    spec.parent.mkdir(parents=True)
+    spec.write_text(podspec.render(podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.medium", True)))
+    subprocess.run(["git", "add", "."], cwd=workspace, check=True, env=git_env, timeout=30)
+    subprocess.run(["git", "commit", "-qm", "spec"], cwd=workspace, check=True, env=git_env, timeout=30)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=workspace, env=git_env, capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    spec.write_text(spec.read_text().replace("t3.medium", "t3.large"))
+    inputs = VALID_INPUTS | {"SPEC_FILE": "pods/acme/prod/spec.yml", "SPEC_COMMIT": commit}
+    result = run_step("Terraform plan", workspace, inputs)
+    assert result.returncode == 1
+    assert "differs from the committed one" in result.stderr
 
 
 def test_deploy_scripts_exist_and_are_executable():
