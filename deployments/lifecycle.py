@@ -105,6 +105,10 @@ _TABLE = {
 TABLE: dict[Status, tuple[bool, frozenset[Status]]] = {
     state: (lock, frozenset(moves)) for state, (lock, moves) in _TABLE.items()
 }
+# A re-run on GitHub keeps the run id and counts up run_attempt: a newer attempt may take a
+# request that follows the run (or that the earlier attempt finished) back to any run state.
+RUN_STATES = frozenset(RUN)
+RERUN_FROM = frozenset({S.DISPATCHED, S.QUEUED, S.WAITING, S.IN_PROGRESS, S.COMPLETED, S.DISPATCH_FAILED})
 del S, RUN, HOLDS, FREE, _TABLE
 
 # The states that hold a pod's lock: the database constraint is built from this.
@@ -131,7 +135,10 @@ class IllegalTransition(Exception):
         self.to_status = to_status
 
 
-def can_move(from_status: str, to_status: str) -> bool:
+def can_move(from_status: str, to_status: str, *, rerun: bool = False) -> bool:
+    """Whether the table allows the move; ``rerun``: the move a newer run attempt makes."""
+    if rerun:
+        return from_status in RERUN_FROM and to_status in RUN_STATES
     return to_status in TABLE[Status(from_status)][1]
 
 
@@ -147,31 +154,41 @@ def transition(
     actor: AbstractBaseUser | AnonymousUser | None = None,
     message: str = "",
     data: dict[str, Any] | None = None,
+    attempt: int | None = None,
     **fields: Any,
 ) -> DeploymentEvent:
     """Move ``request`` to ``to``, set ``fields`` on it, and record the event, in one transaction.
 
     Raises IllegalTransition when the request's state, as read from the database, does not
     allow the move. The update is conditional on the state last seen: if another writer moved
-    the request meanwhile, the move is checked again from where it is now.
+    the request meanwhile, the move is checked again from where it is now. With ``attempt``
+    (a newer run attempt than the request has seen) the re-run moves apply instead of the
+    table, and the update is also conditional on the request not having seen that attempt yet.
     """
     model = type(request)
     expected = request.status
-    # Bounded: the table has no cycle, so each retry sees a state further along.
+    guard = {} if attempt is None else {"run_attempt__lt": attempt}
+    if attempt is not None:
+        fields["run_attempt"] = attempt
+    # Bounded: the table has no cycle, so each retry sees a state further along (and a re-run
+    # stops as soon as its attempt has been recorded by another writer).
     for _ in TABLE:
-        if not can_move(expected, to):
+        if not can_move(expected, to, rerun=attempt is not None):
             request.status = expected
             raise IllegalTransition(request.pk, expected, to)
         now = timezone.now()
         with transaction.atomic():
-            moved = model.objects.filter(pk=request.pk, status=expected)._transition(
+            moved = model.objects.filter(pk=request.pk, status=expected, **guard)._transition(
                 status=to, updated_at=now, **fields
             )
             if moved:
                 for name, value in {"status": to, "updated_at": now, **fields}.items():
                     setattr(request, name, value)
                 return _event(request, source, actor, message, data, from_status=expected, to_status=to)
-        expected = model.objects.values_list("status", flat=True).get(pk=request.pk)
+        expected, seen = model.objects.values_list("status", "run_attempt").get(pk=request.pk)
+        if attempt is not None and seen >= attempt:
+            request.status = expected
+            raise IllegalTransition(request.pk, expected, to)
     raise IllegalTransition(request.pk, expected, to)  # pragma: no cover - unreachable on a DAG
 
 

@@ -76,6 +76,9 @@ class DeploymentRequest(models.Model):
     run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     run_url = models.URLField(max_length=500, blank=True)
     run_number = models.PositiveIntegerField(null=True, blank=True)
+    # GitHub's run_attempt: a re-run keeps the run id and counts up; only a newer one moves a
+    # finished request again (lifecycle.transition(attempt=...)).
+    run_attempt = models.PositiveIntegerField(default=1)
     error_type = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
 

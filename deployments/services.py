@@ -138,7 +138,7 @@ def deployment_request_dispatch(
         error.context = {"deployment": request}
         raise error from None
     run_url = result.run_url if result.run_url and gh.is_run_url(result.run_url) else ""
-    run = {"run_id": result.run_id, "run_url": run_url} if result.run_id else {}
+    run: dict[str, Any] = {"run_id": result.run_id, "run_url": run_url} if result.run_id else {}
     facts = {"run_id": result.run_id, "correlated_by": result.correlated_by}
     with transaction.atomic():
         try:
@@ -224,11 +224,20 @@ def deployment_request_apply_run(
         logger.warning("request %s: ignored %s (run %s)", request.pk, foreign, run.run_id)
         return False
     target = lifecycle.RUN_STATUS.get(run.status)
-    facts = {"run_id": run.run_id, "run_status": run.status, "conclusion": run.conclusion, **(data or {})}
+    facts = {
+        "run_id": run.run_id,
+        "run_attempt": run.run_attempt,
+        "run_status": run.status,
+        "conclusion": run.conclusion,
+        **(data or {}),
+    }
     with transaction.atomic():
         request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
         if request.run_id not in (None, run.run_id):
             return False  # the request follows another run: this one never rewrites it
+        if run.run_attempt < request.run_attempt:
+            return False  # a late event of an earlier attempt than the one followed
+        rerun = run.run_attempt > request.run_attempt
         links: dict[str, Any] = {}
         if request.run_id is None:
             links["run_id"] = run.run_id
@@ -236,25 +245,44 @@ def deployment_request_apply_run(
             links["run_url"] = run.html_url
         if run.run_number and request.run_number != run.run_number:
             links["run_number"] = run.run_number
-        if target and lifecycle.can_move(request.status, target):
+        if target and lifecycle.can_move(request.status, target, rerun=rerun):
             fields = dict(links)
-            if target in (Status.IN_PROGRESS, Status.COMPLETED) and not request.started_at:
+            if target in (Status.IN_PROGRESS, Status.COMPLETED) and (rerun or not request.started_at):
                 fields["started_at"] = run.run_started_at or run.updated_at or timezone.now()
             if target == Status.COMPLETED:
                 fields["conclusion"] = _conclusion(run.conclusion)
                 fields["completed_at"] = run.updated_at or timezone.now()
                 transaction.on_commit(inventory.expire)  # the run committed a new spec.yml
-            elif request.status == Status.DISPATCH_FAILED:
-                fields["completed_at"] = None  # a dispatch reported failed, whose run appeared after all
+            elif request.status in (Status.DISPATCH_FAILED, Status.COMPLETED):
+                # A dispatch reported failed whose run appeared after all, or a re-run: open again.
+                fields |= {"completed_at": None, "conclusion": ""}
             label = f"Run #{run.run_number}" if run.run_number else f"Run {run.run_id}"
+            if run.run_attempt > 1:
+                label += f" (attempt {run.run_attempt})"
             message = f"{label} {'finished' if target == Status.COMPLETED else 'is ' + target.label.lower()}."
             try:
                 with transaction.atomic():
                     lifecycle.transition(
-                        request, target, source=source, message=message, data=facts, **fields
+                        request,
+                        target,
+                        source=source,
+                        message=message,
+                        data=facts,
+                        attempt=run.run_attempt if rerun else None,
+                        **fields,
                     )
-            except IntegrityError:  # a revived request while another holds the pod: leave it failed
-                logger.warning("request %s: run %s appeared but the pod is busy", request.pk, run.run_id)
+            except IntegrityError:
+                # Opening it again would take the pod's lock, which another request holds: it stays
+                # closed, and the attempt's outcome is recorded when it finishes.
+                logger.warning("request %s: run %s is active but the pod is busy", request.pk, run.run_id)
+                lifecycle.record(
+                    request,
+                    source=source,
+                    message=f"{message} The pod is busy with another request, so this one is not "
+                    "reopened; the outcome is recorded when the run finishes.",
+                    data=facts,
+                )
+            except lifecycle.IllegalTransition:
                 return False
         elif links:
             DeploymentRequest.objects.filter(pk=request.pk).update(**links, updated_at=timezone.now())
@@ -319,7 +347,11 @@ def _close(
 
 
 def deployment_request_mark_stale(*, request: DeploymentRequest, reason: str) -> bool:
-    """Close a request whose run never appeared or never finished. Returns True if closed now."""
+    """Close a request whose run never appeared or never finished. Returns True if closed now.
+
+    No attempt of its run was seen to the end (``run_attempt`` 0), so if the run does go on
+    later, its events count as a newer attempt and correct the request.
+    """
     closed = _close(
         request,
         lifecycle.Conclusion.STALE,
@@ -327,6 +359,7 @@ def deployment_request_mark_stale(*, request: DeploymentRequest, reason: str) ->
         source=Source.SYNC,
         error_type="stale",
         error_message=reason,
+        run_attempt=0,
     )
     if closed:
         logger.warning("deployment request %s marked stale: %s", request.pk, reason)

@@ -234,6 +234,20 @@ def get_run(gh: FakeGitHub, req: ApiRequest, run_id: str) -> Response:
     return Response(200, shapes.workflow_run(gh, run)) if run else error(404, "Not Found")
 
 
+def rerun(gh: FakeGitHub, req: ApiRequest, run_id: str) -> Response:
+    """POST /actions/runs/{id}/rerun (and /rerun-failed-jobs): 201 with no body; the run keeps
+    its id, counts up ``run_attempt``, sets ``previous_attempt_url`` and is queued again.
+    https://docs.github.com/en/rest/actions/workflow-runs#re-run-a-workflow ("201 Created");
+    a run that has not completed cannot be re-run ("This workflow is already running")."""
+    try:
+        gh.rerun(int(run_id))
+    except KeyError:
+        return error(404, "Not Found")
+    except ValueError:
+        return error(403, "This workflow is already running")
+    return Response(201, {})
+
+
 def create_dispatch(gh: FakeGitHub, req: ApiRequest, workflow: str) -> Response:
     body = req.body
     if not _is_workflow(gh, workflow):
@@ -333,6 +347,7 @@ ROUTES = (
     Route("POST", _WORKFLOW + "/dispatches", create_dispatch),
     Route("GET", r"/repos/{repo}/actions/runs", list_runs),
     Route("GET", r"/repos/{repo}/actions/runs/(?P<run_id>\d+)", get_run),
+    Route("POST", r"/repos/{repo}/actions/runs/(?P<run_id>\d+)/rerun(?:-failed-jobs)?", rerun),
 )
 
 

@@ -263,6 +263,20 @@ class FakeGitHub:
                 self._transition(run, "completed", conclusion or self._conclusion_for(run))
             return self.run(run_id)
 
+    def rerun(self, run_id: int) -> dict:
+        """Re-run a completed run: same id, the next ``run_attempt``, queued again and announced by a
+        ``requested`` webhook, as GitHub does (KeyError: no such run; ValueError: not completed)."""
+        with self.state.lock:
+            run = self._get_run(run_id)
+            if run.status != "completed":
+                raise ValueError(f"run {run_id} is {run.status}")
+            now = time.time()
+            run.attempt += 1
+            run.status, run.conclusion = "queued", None
+            run.started = run.updated = run.advanced = now
+            self._webhook(run, "requested")
+            return self.run(run_id)
+
     # --- runs -----------------------------------------------------------------------------------
 
     def create_run(self, inputs: dict[str, str], actor: dict) -> Run:

@@ -221,7 +221,7 @@ def workflow_run(gh: FakeGitHub, run: Run) -> dict:
         "created_at": iso(run.created),
         "updated_at": iso(run.updated),
         "actor": run.actor,
-        "run_attempt": 1,
+        "run_attempt": run.attempt,
         "referenced_workflows": [],
         "run_started_at": iso(run.started),
         "triggering_actor": run.actor,
@@ -231,7 +231,7 @@ def workflow_run(gh: FakeGitHub, run: Run) -> dict:
         "artifacts_url": f"{run_api}/artifacts",
         "cancel_url": f"{run_api}/cancel",
         "rerun_url": f"{run_api}/rerun",
-        "previous_attempt_url": None,
+        "previous_attempt_url": f"{run_api}/attempts/{run.attempt - 1}" if run.attempt > 1 else None,
         "workflow_url": f"{api}/actions/workflows/{WORKFLOW_ID}",
         "head_commit": {
             "id": run.head_sha,

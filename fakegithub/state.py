@@ -58,6 +58,7 @@ class Run:
     updated: float = 0.0
     started: float = 0.0
     advanced: float = 0.0  # when the current status began (drives the auto clock)
+    attempt: int = 1  # run_attempt: a re-run keeps the id and counts up
 
 
 def read_dir(local: Path, under: str) -> dict[str, bytes]:
