@@ -124,6 +124,15 @@ RUN_STATUS = {
 }
 # Outcomes that are not a failure of the deployment.
 GOOD_CONCLUSIONS = frozenset({Conclusion.SUCCESS, Conclusion.NEUTRAL, Conclusion.SKIPPED})
+# Ends that are failures whatever the conclusion: not started, refused, or left to expire.
+FAILED_STATUSES = frozenset({Status.DISPATCH_FAILED, Status.REJECTED, Status.EXPIRED})
+
+
+def is_failure(status: str, conclusion: str | None) -> bool:
+    """Whether a request in ``status`` (completed with ``conclusion``) ended badly."""
+    if status == Status.COMPLETED:
+        return conclusion not in GOOD_CONCLUSIONS
+    return status in FAILED_STATUSES
 
 
 class IllegalTransition(Exception):

@@ -147,9 +147,7 @@ class DeploymentRequest(models.Model):
     @property
     def failed(self) -> bool:
         """Whether it ended badly: not started, refused, or a run that did not succeed."""
-        if self.status == self.Status.COMPLETED:
-            return self.conclusion not in lifecycle.GOOD_CONCLUSIONS
-        return self.status in (self.Status.DISPATCH_FAILED, self.Status.REJECTED, self.Status.EXPIRED)
+        return lifecycle.is_failure(self.status, self.conclusion)
 
     @property
     def outcome(self) -> str:
@@ -212,13 +210,11 @@ class DeploymentEvent(models.Model):
     @property
     def failed(self) -> bool:
         """Whether this event is a failure (drawn red on the timeline)."""
-        if self.to_status == lifecycle.Status.COMPLETED and self.is_move:
-            return self.data.get("conclusion") not in lifecycle.GOOD_CONCLUSIONS
-        return self.to_status in (
-            lifecycle.Status.DISPATCH_FAILED,
-            lifecycle.Status.REJECTED,
-            lifecycle.Status.EXPIRED,
-        ) or bool(self.data.get("error_type"))
+        if self.to_status == lifecycle.Status.COMPLETED and not self.is_move:
+            return bool(self.data.get("error_type"))  # a note on a finished request
+        return lifecycle.is_failure(self.to_status, self.data.get("conclusion")) or bool(
+            self.data.get("error_type")
+        )
 
 
 class WebhookDelivery(models.Model):
