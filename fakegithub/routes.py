@@ -353,8 +353,12 @@ ROUTES = (
 
 @cache
 def _compiled(repo: str) -> tuple[tuple[Route, re.Pattern], ...]:
+    # The routes of runs' jobs and artifacts live in their own modules (they import this one).
+    from fakegithub import artifacts, jobs
+
     owner_name = f"(?i:{re.escape(repo)})"  # owner/name match case-insensitively, as on GitHub
-    return tuple((route, re.compile(route.pattern.replace("{repo}", owner_name))) for route in ROUTES)
+    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES)
+    return tuple((route, re.compile(route.pattern.replace("{repo}", owner_name))) for route in routes)
 
 
 def find_route(repo: str, method: str, path: str) -> tuple[Route | None, dict[str, str | None]]:

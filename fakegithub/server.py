@@ -18,13 +18,14 @@ from pathlib import Path
 
 from fakegithub import shapes
 from fakegithub.routes import make_server
-from fakegithub.state import FIRST_RUN_ID, Fault, RecordedRequest, Run, State, read_dir
+from fakegithub.state import FIRST_RUN_ID, Fault, RecordedRequest, Run, RunOutcome, State, read_dir
 from fakegithub.webhooks import Delivery, Sender, workflow_run_delivery
 from fakegithub.workflow import WorkflowDef
 
 # What a successful run of the workflow does to the repository, given the emulator and the run's
-# inputs; it returns the run's conclusion ("failure" when the real workflow would fail).
-WorkflowEffect = Callable[["FakeGitHub", dict[str, str]], str]
+# inputs; it returns the run's conclusion ("failure" when the real workflow would fail), or a
+# RunOutcome that also names the failed step, the annotations and the artifacts the run left.
+WorkflowEffect = Callable[["FakeGitHub", dict[str, str]], "str | RunOutcome"]
 
 
 class FakeGitHub:
@@ -302,7 +303,11 @@ class FakeGitHub:
     def _transition(self, run: Run, status: str, conclusion: str | None = None) -> None:
         now = time.time()
         if status == "completed" and conclusion == "success" and self.workflow_effect is not None:
-            conclusion = self.workflow_effect(self, dict(run.inputs))
+            effect = self.workflow_effect(self, dict(run.inputs))
+            run.outcome = effect if isinstance(effect, RunOutcome) else RunOutcome(conclusion=effect)
+            conclusion = run.outcome.conclusion
+        elif status == "completed":
+            run.outcome = RunOutcome(conclusion=conclusion or "failure")
         run.status, run.conclusion = status, conclusion
         run.updated = run.advanced = now
         self._webhook(run, status)
@@ -329,4 +334,4 @@ class FakeGitHub:
             delivery.done.set()
 
 
-__all__ = ["Delivery", "FakeGitHub", "Fault", "RecordedRequest", "WorkflowEffect"]
+__all__ = ["Delivery", "FakeGitHub", "Fault", "RecordedRequest", "RunOutcome", "WorkflowEffect"]

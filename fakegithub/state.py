@@ -59,6 +59,25 @@ class Run:
     started: float = 0.0
     advanced: float = 0.0  # when the current status began (drives the auto clock)
     attempt: int = 1  # run_attempt: a re-run keeps the id and counts up
+    # What the run left behind when it completed: failed step, annotations, artifacts.
+    outcome: RunOutcome | None = None
+
+
+@dataclass
+class RunOutcome:
+    """How a completed run ended, as a workflow effect reports it.
+
+    ``failed_step`` names the step that failed (GitHub's job ``steps[].name``), ``annotations``
+    are the ``::error title=...::message`` lines the run wrote (check-run annotations), and
+    ``artifacts`` maps an artifact name to its files ({file name: content}) and options
+    (``retention_days``).
+    """
+
+    conclusion: str = "success"
+    failed_step: str | None = None
+    annotations: list[dict[str, str]] = field(default_factory=list)
+    artifacts: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    retention_days: dict[str, int] = field(default_factory=dict)
 
 
 def read_dir(local: Path, under: str) -> dict[str, bytes]:
