@@ -222,6 +222,19 @@ RUN_LOOKUP_INTERVAL_SECONDS = env.float("RUN_LOOKUP_INTERVAL_SECONDS", default=5
 # A request still active after this long is closed as "stale" by sync_runs.
 RUN_STALE_AFTER_MINUTES = env.int("RUN_STALE_AFTER_MINUTES", default=120)
 # Set by `make run` when it starts the GitHub emulator: shows the sandbox banner.
+# Review before apply: every pod is planned first, then applied by a second run once someone
+# presses Apply; environments matching APPROVAL_REQUIRED_ENVIRONMENTS (names or globs) need an
+# Approver other than the requester. AUTO_APPLY_ENVIRONMENTS plan and apply in one run.
+APPROVAL_REQUIRED_ENVIRONMENTS = env.list("APPROVAL_REQUIRED_ENVIRONMENTS", default=["prod", "production"])
+AUTO_APPLY_ENVIRONMENTS = env.list("AUTO_APPLY_ENVIRONMENTS", default=[])
+# A plan (or an approval) not applied within this many minutes expires and frees the pod.
+PLAN_TTL_MINUTES = env.int("PLAN_TTL_MINUTES", default=60)
+
+# --- notifications (deployments/notify.py) ---
+# Apprise URLs (slack://, msteams://, mailto://, json://, ...), comma separated; empty: none.
+NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
+# --- end of notifications ---
+
 PORTAL_SANDBOX = env.bool("PORTAL_SANDBOX", default=False)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
