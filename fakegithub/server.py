@@ -79,6 +79,11 @@ class FakeGitHub:
             # Entries in a recursive tree listing before GitHub truncates it (it also stops at 7 MB).
             # https://docs.github.com/en/rest/git/trees#get-a-tree
             tree_entry_limit=tree_entry_limit,
+            # Branch protection of the default branch: None (unprotected) or {"bypass_app": bool}
+            # (whether the workflow's GitHub App, used when DEPLOY_APP_ID is set, is a bypass actor).
+            branch_protection=None,
+            # Repository variables (`vars.*` in the workflow), e.g. DEPLOY_APP_ID.
+            variables={},
         )
         seed = read_dir(Path(specs_dir), self.specs_path) if specs_dir is not None else {}
         self.state = State(seed, first_run_id)
@@ -134,6 +139,17 @@ class FakeGitHub:
                 setattr(self, name, value)
             self.conclusions: dict[str, str] = {}
             self.state.reset()
+
+    def push_refusal(self) -> str | None:
+        """What GitHub answers when the workflow pushes spec.yml to the protected default branch
+        (None: the push lands). ``GITHUB_TOKEN`` is never a bypass actor; a GitHub App can be.
+        https://docs.github.com/en/repositories/configuring-branches-and-merges-in-your-repository/managing-rulesets/about-rulesets#about-rulesets
+        """
+        if self.branch_protection is None:
+            return None
+        if self.variables.get("DEPLOY_APP_ID") and self.branch_protection.get("bypass_app"):
+            return None
+        return "GH006: Protected branch update failed for refs/heads/main."
 
     # --- files ----------------------------------------------------------------------------------
 
