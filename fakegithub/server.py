@@ -136,7 +136,8 @@ class FakeGitHub:
         """Back to the constructor's state: files, runs, faults, requests, rate limit, settings."""
         with self.state.lock:
             for name, value in self._settings.items():
-                setattr(self, name, value)
+                # A test's changes to a dict setting (variables, branch_protection) end with it.
+                setattr(self, name, dict(value) if isinstance(value, dict) else value)
             self.conclusions: dict[str, str] = {}
             self.state.reset()
 
