@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import operator
 import re
 import secrets
@@ -55,6 +56,7 @@ class ApiRequest:
     headers: dict[str, str]
     body: object  # the parsed JSON body, or None
     actor: dict | None = None  # whom the token belongs to, once authenticated
+    path: str = ""  # the API path called (without GHES's /api/v3 prefix), for Link headers
 
 
 def error(status: int, message: str) -> Response:
@@ -64,7 +66,8 @@ def error(status: int, message: str) -> Response:
 # --- handlers: (emulator, request, the route's path parameters) -> Response -----------------------
 
 
-def create_installation_token(gh: FakeGitHub, req: ApiRequest, installation_id: str) -> Response:
+def _app_jwt_error(gh: FakeGitHub, req: ApiRequest, installation_id: str) -> Response | None:
+    """Why GitHub refuses this request of the App (authenticated by its JWT), or None."""
     scheme, _, token = req.headers.get("authorization", "").partition(" ")
     if gh.app is None or scheme.lower() != "bearer" or not token:
         return error(401, "A JSON web token could not be decoded")
@@ -85,16 +88,34 @@ def create_installation_token(gh: FakeGitHub, req: ApiRequest, installation_id: 
         return error(401, "'Issuer' claim ('iss') must be an Integer")
     if str(installation_id) != str(expected_installation):
         return error(404, "Not Found")
+    return None
+
+
+def create_installation_token(gh: FakeGitHub, req: ApiRequest, installation_id: str) -> Response:
+    """POST /app/installations/{id}/access_tokens: a token carrying the installation's permissions.
+    https://docs.github.com/en/rest/apps/apps#create-an-installation-access-token-for-an-app"""
+    refused = _app_jwt_error(gh, req, installation_id)
+    if refused is not None:
+        return refused
     issued = "ghs_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
     expires = time.time() + INSTALLATION_TOKEN_TTL
     gh.state.issued_tokens[issued] = expires
     data = {
         "token": issued,
         "expires_at": shapes.iso(expires),
-        "permissions": {"actions": "write", "contents": "read", "metadata": "read"},
-        "repository_selection": "all",
+        "permissions": dict(gh.installation_permissions),
+        "repository_selection": "all" if gh.installation_repositories is None else "selected",
     }
     return Response(201, data)
+
+
+def get_installation(gh: FakeGitHub, req: ApiRequest, installation_id: str) -> Response:
+    """GET /app/installations/{id}, as the App (JWT): the installation and its permissions.
+    https://docs.github.com/en/rest/apps/apps#get-an-installation-for-the-authenticated-app"""
+    refused = _app_jwt_error(gh, req, installation_id)
+    if refused is not None:
+        return refused
+    return Response(200, shapes.installation(gh, int(installation_id)))
 
 
 def not_found(gh: FakeGitHub, req: ApiRequest, **params: str) -> Response:
@@ -212,21 +233,30 @@ def list_runs(gh: FakeGitHub, req: ApiRequest) -> Response:
             return error(422, "Invalid created parameter")
         runs = [r for r in runs if keep(int(r.created))]
     try:
-        per_page = max(1, min(100, int(query.get("per_page") or 30)))
-        page = max(1, int(query.get("page") or 1))
+        chosen, links = paginate(gh, req, runs)
     except ValueError:
         return error(422, "Invalid pagination parameter")
-    chosen = runs[(page - 1) * per_page : page * per_page]
     body = {"total_count": len(runs), "workflow_runs": [shapes.workflow_run(gh, r) for r in chosen]}
-    last = max(1, -(-len(runs) // per_page))
+    return Response(200, body, links)
+
+
+def paginate(gh: FakeGitHub, req: ApiRequest, items: list) -> tuple[list, dict[str, str]]:
+    """The page of ``items`` the request asks for (``per_page`` up to 100, default 30; ``page``),
+    and the ``Link`` header to the other pages: URLs of the endpoint called, with its query.
+    https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api
+    Raises ValueError for a parameter that is not a number."""
+    per_page = max(1, min(100, int(req.query.get("per_page") or 30)))
+    page = max(1, int(req.query.get("page") or 1))
+    chosen = items[(page - 1) * per_page : page * per_page]
+    last = max(1, -(-len(items) // per_page))
     links = []
-    base = f"{gh.api_url}/repos/{gh.repo}/actions/runs"
+    base = f"{gh.api_url}{req.path}"
     wanted = {"prev": page > 1, "next": page < last, "last": last > 1, "first": last > 1}
     for rel, number in (("prev", page - 1), ("next", page + 1), ("last", last), ("first", 1)):
         if wanted[rel]:
-            params = urlencode({**query, "per_page": per_page, "page": number})
+            params = urlencode({**req.query, "per_page": per_page, "page": number})
             links.append(f'<{base}?{params}>; rel="{rel}"')
-    return Response(200, body, {"Link": ", ".join(links)} if links else {})
+    return chosen, ({"Link": ", ".join(links)} if links else {})
 
 
 def get_run(gh: FakeGitHub, req: ApiRequest, run_id: str) -> Response:
@@ -324,6 +354,9 @@ class Route:
     handler: Callable[..., Response]
     authenticated: bool = True  # False: answered as is, before the token is looked at
     metered: bool = True  # spends the core rate limit
+    # What a GitHub App installation or a fine-grained token needs here, as GitHub's
+    # x-accepted-github-permissions header says it ("actions=write"); None: nothing.
+    permission: str | None = None
 
 
 _APP_TOKENS = r"/app/installations/(?P<installation_id>[^/]+)/access_tokens"
@@ -332,22 +365,34 @@ _WORKFLOW = r"/repos/{repo}/actions/workflows/(?P<workflow>[^/]+)"
 # First match wins. A path no route matches is a 404 that still needs a token and spends the limit:
 # another repository's paths too, as GitHub answers 404 (not 403) for a private repository the
 # token cannot see (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api).
+# The permissions are those of each endpoint's documentation ("Fine-grained access tokens for ...").
 ROUTES = (
     Route("POST", _APP_TOKENS, create_installation_token, authenticated=False),
     Route(None, _APP_TOKENS, not_found, authenticated=False),
+    Route("GET", r"/app/installations/(?P<installation_id>[^/]+)", get_installation, authenticated=False),
     Route("GET", r"/rate_limit", get_rate_limit, metered=False),
-    Route("GET", r"/repos/{repo}", get_repo),
-    Route("GET", r"/repos/{repo}/contents(?:/(?P<path>.*))?", get_contents),
-    Route("GET", r"/repos/{repo}/git/(?P<kind>ref|refs|matching-refs)/(?P<name>.+)", get_ref),
-    Route("GET", r"/repos/{repo}/git/trees/(?P<ident>[^/]+)", get_tree),
-    Route("GET", r"/repos/{repo}/git/blobs/(?P<sha>[^/]+)", get_blob),
-    Route("GET", r"/repos/{repo}/actions/workflows", list_workflows),
-    Route("GET", _WORKFLOW, get_workflow),
-    Route("GET", _WORKFLOW + "/runs", list_workflow_runs),
-    Route("POST", _WORKFLOW + "/dispatches", create_dispatch),
-    Route("GET", r"/repos/{repo}/actions/runs", list_runs),
-    Route("GET", r"/repos/{repo}/actions/runs/(?P<run_id>\d+)", get_run),
-    Route("POST", r"/repos/{repo}/actions/runs/(?P<run_id>\d+)/rerun(?:-failed-jobs)?", rerun),
+    Route("GET", r"/repos/{repo}", get_repo, permission="metadata=read"),
+    Route("GET", r"/repos/{repo}/contents(?:/(?P<path>.*))?", get_contents, permission="contents=read"),
+    Route(
+        "GET",
+        r"/repos/{repo}/git/(?P<kind>ref|refs|matching-refs)/(?P<name>.+)",
+        get_ref,
+        permission="contents=read",
+    ),
+    Route("GET", r"/repos/{repo}/git/trees/(?P<ident>[^/]+)", get_tree, permission="contents=read"),
+    Route("GET", r"/repos/{repo}/git/blobs/(?P<sha>[^/]+)", get_blob, permission="contents=read"),
+    Route("GET", r"/repos/{repo}/actions/workflows", list_workflows, permission="actions=read"),
+    Route("GET", _WORKFLOW, get_workflow, permission="actions=read"),
+    Route("GET", _WORKFLOW + "/runs", list_workflow_runs, permission="actions=read"),
+    Route("POST", _WORKFLOW + "/dispatches", create_dispatch, permission="actions=write"),
+    Route("GET", r"/repos/{repo}/actions/runs", list_runs, permission="actions=read"),
+    Route("GET", r"/repos/{repo}/actions/runs/(?P<run_id>\d+)", get_run, permission="actions=read"),
+    Route(
+        "POST",
+        r"/repos/{repo}/actions/runs/(?P<run_id>\d+)/rerun(?:-failed-jobs)?",
+        rerun,
+        permission="actions=write",
+    ),
 )
 
 
@@ -439,7 +484,7 @@ def _route(
         extra = {"x-github-api-version-selected": "2022-11-28"}
         if gh.ghes:
             extra["x-github-enterprise-version"] = "3.20.0"
-        response = _api(gh, ApiRequest(method, query, headers, body), api_path)
+        response = _api(gh, ApiRequest(method, query, headers, body, path=api_path), api_path)
         response.headers = {**extra, **response.headers}
         return response
 
@@ -467,28 +512,106 @@ def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
         message = "Requires authentication" if token is None else "Bad credentials"
         return error(401, message)
     auth_headers = {}
+    # Only classic (and OAuth app) tokens have scopes; fine-grained tokens and GitHub Apps get no
+    # x-oauth-scopes header (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible).
     if kind == "classic" and gh.scopes is not None:
         auth_headers["x-oauth-scopes"] = gh.scopes
         auth_headers["x-accepted-oauth-scopes"] = "repo"
-    req.actor = shapes.fake_user(gh) if kind == "classic" else shapes.app_bot(gh)
+    req.actor = shapes.app_bot(gh) if kind == "installation" else shapes.fake_user(gh)
 
+    if route is not None and route.metered and gh.secondary_points_per_minute is not None:
+        throttled = _secondary_limit(gh, req.method)
+        if throttled is not None:
+            return throttled
     metered = (route is None or route.metered) and gh.rate_limiting_enabled
     if metered and req.method != "GET" and gh.state.rate_remaining <= 0:
         return _rate_limited(gh, auth_headers)
-    response = route.handler(gh, req, **params) if route else error(404, "Not Found")
+    if route is None or not _can_see_repo(gh, kind, path):
+        response = error(404, "Not Found")
+    elif (refused := _permission_refusal(gh, kind, route)) is not None:
+        response = refused
+    else:
+        response = route.handler(gh, req, **params)
     response.headers = {**auth_headers, **response.headers}
     return _finish(gh, req, response, spend=metered)
 
 
+def _can_see_repo(gh: FakeGitHub, kind: str, path: str) -> bool:
+    """Whether the token can see the emulated repository, when ``path`` is one of its. GitHub
+    answers 404, not 403, to a token that cannot see a private repository
+    (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api)."""
+    if not path.lower().startswith(f"/repos/{gh.repo.lower()}"):
+        return True
+    visible = gh.installation_repositories if kind == "installation" else gh.token_repositories
+    return visible is None or gh.repo.lower() in {name.lower() for name in visible}
+
+
+_LEVELS = {"read": 1, "write": 2, "admin": 3}
+
+
+def _permission_refusal(gh: FakeGitHub, kind: str, route: Route) -> Response | None:
+    """GitHub's 403 to an installation or fine-grained token without the route's permission, with
+    the x-accepted-github-permissions header naming it; classic tokens are governed by scopes.
+    https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible"""
+    if route.permission is None or kind == "classic":
+        return None
+    name, _, level = route.permission.partition("=")
+    granted = gh.installation_permissions if kind == "installation" else gh.fine_grained_permissions
+    if _LEVELS.get(str(granted.get(name)), 0) >= _LEVELS[level]:
+        return None
+    holder = "integration" if kind == "installation" else "personal access token"
+    response = error(403, f"Resource not accessible by {holder}")
+    response.headers["x-accepted-github-permissions"] = route.permission
+    return response
+
+
+SECONDARY_LIMIT_DOCS = (
+    "https://docs.github.com/free-pro-team@latest/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+    "#about-secondary-rate-limits"
+)
+
+
+def _secondary_limit(gh: FakeGitHub, method: str) -> Response | None:
+    """Spend this request's points of the secondary rate limit, or GitHub's refusal once a minute's
+    points are spent: 403 (or 429) with retry-after, while the primary limit may have plenty left.
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit"""
+    now = time.time()
+    spent = gh.state.secondary_spent
+    while spent and spent[0][0] <= now - 60:
+        spent.popleft()
+    points = 1 if method in ("GET", "HEAD", "OPTIONS") else 5
+    if sum(p for _, p in spent) + points <= gh.secondary_points_per_minute:
+        spent.append((now, points))
+        return None
+    # Seconds until enough of the last minute's points expire for this request.
+    need, freed, wait = sum(p for _, p in spent) + points - gh.secondary_points_per_minute, 0, 60.0
+    for at, counted in spent:
+        freed += counted
+        if freed >= need:
+            wait = at + 60 - now
+            break
+    body = {
+        "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+        "If you reach out to GitHub Support for help, please include the request ID FAKE:0000:0000000.",
+        "documentation_url": SECONDARY_LIMIT_DOCS,
+        "status": str(gh.secondary_limit_status),
+    }
+    headers = {**_rate_headers(gh), "retry-after": str(max(1, math.ceil(wait)))}
+    return Response(gh.secondary_limit_status, body, headers)
+
+
 def _authenticate(gh: FakeGitHub, headers: dict[str, str]) -> tuple[str | None, str | None]:
-    """(kind, token): kind is "classic", "installation", or None when rejected."""
+    """(kind, token): kind is "classic", "fine_grained" (a ``github_pat_`` token), "installation",
+    or None when rejected."""
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() not in ("token", "bearer") or not token:
         return None, None
     token = token.strip()
     if token == gh.token:
-        return "classic", token
+        # Fine-grained personal access tokens start with github_pat_, classic ones with ghp_
+        # (https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/about-authentication-to-github#githubs-token-formats).
+        return ("fine_grained" if token.startswith("github_pat_") else "classic"), token
     expiry = gh.state.issued_tokens.get(token)
     if expiry is not None and expiry > time.time():
         return "installation", token

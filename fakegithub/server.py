@@ -9,6 +9,8 @@ along queued → in_progress → completed, by hand or on a clock.
 
 from __future__ import annotations
 
+import copy
+import random
 import re
 import threading
 import time
@@ -18,9 +20,24 @@ from pathlib import Path
 
 from fakegithub import shapes
 from fakegithub.routes import make_server
-from fakegithub.state import FIRST_RUN_ID, Fault, RecordedRequest, Run, RunOutcome, State, read_dir
+from fakegithub.state import (
+    FIRST_RUN_ID,
+    Fault,
+    PastAttempt,
+    RecordedRequest,
+    Run,
+    RunOutcome,
+    State,
+    read_dir,
+)
 from fakegithub.webhooks import Delivery, Sender, workflow_run_delivery
 from fakegithub.workflow import WorkflowDef
+
+# What a GitHub App installation of the portal is granted by default: what the portal needs
+# (actions: write to dispatch and follow runs, contents: read for the specs, checks: read for a failed
+# run's annotations), and metadata: read, which every installation has.
+INSTALLATION_PERMISSIONS = {"actions": "write", "checks": "read", "contents": "read", "metadata": "read"}
+FINE_GRAINED_PERMISSIONS = {"actions": "write", "contents": "read", "metadata": "read"}
 
 # What a successful run of the workflow does to the repository, given the emulator and the run's
 # inputs; it returns the run's conclusion ("failure" when the real workflow would fail), or a
@@ -84,6 +101,29 @@ class FakeGitHub:
             branch_protection=None,
             # Repository variables (`vars.*` in the workflow), e.g. DEPLOY_APP_ID.
             variables={},
+            # What the GitHub App installation may do: its installation tokens carry these, and
+            # a request its permissions do not cover is refused with 403 "Resource not accessible
+            # by integration" (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible).
+            installation_permissions=dict(INSTALLATION_PERMISSIONS),
+            # The repositories the installation was given (None: all of its account's, GitHub's
+            # repository_selection "all"); another repository answers 404, as GitHub does.
+            installation_repositories=None,
+            # What a fine-grained personal access token (github_pat_...) may do. GitHub cannot
+            # grant such a token the Checks permission (https://github.com/orgs/community/discussions/179545).
+            fine_grained_permissions=dict(FINE_GRAINED_PERMISSIONS),
+            # The repositories a personal access token can see (None: all): a private repository
+            # it cannot see answers 404, not 403.
+            token_repositories=None,
+            # GitHub's secondary rate limit in points per minute (GET 1 point, POST/PATCH/PUT/DELETE
+            # 5), None: off. github.com allows 900 a minute for the REST API and answers 403 or 429 with
+            # retry-after past it (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#calculating-points-for-the-secondary-rate-limit).
+            # Off by default so benchmarks that count requests are not throttled.
+            secondary_points_per_minute=None,
+            secondary_limit_status=403,
+            # The share of webhook deliveries lost on the way (0.0 to 1.0), or a predicate of the
+            # Delivery saying whether it is lost. GitHub does not redeliver a failed delivery by itself
+            # (https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries).
+            webhook_loss=0.0,
         )
         seed = read_dir(Path(specs_dir), self.specs_path) if specs_dir is not None else {}
         self.state = State(seed, first_run_id)
@@ -137,7 +177,7 @@ class FakeGitHub:
         with self.state.lock:
             for name, value in self._settings.items():
                 # A test's changes to a dict setting (variables, branch_protection) end with it.
-                setattr(self, name, dict(value) if isinstance(value, dict) else value)
+                setattr(self, name, copy.copy(value) if isinstance(value, dict | list | set) else value)
             self.conclusions: dict[str, str] = {}
             self.state.reset()
 
@@ -271,14 +311,21 @@ class FakeGitHub:
                 self._transition(run, "completed", self._conclusion_for(run))
             return self.run(run_id)
 
-    def complete_run(self, run_id: int, conclusion: str | None = "success") -> dict:
-        """Finish a run now (``conclusion=None`` uses ``conclusions``/``default_conclusion``)."""
+    def complete_run(
+        self, run_id: int, conclusion: str | None = "success", outcome: RunOutcome | None = None
+    ) -> dict:
+        """Finish a run now (``conclusion=None`` uses ``conclusions``/``default_conclusion``).
+
+        With ``outcome`` the run ends as it says (its conclusion, failed step and annotations,
+        what its jobs and check-run annotations then show) instead of running the workflow effect.
+        """
         with self.state.lock:
             run = self._get_run(run_id)
             if run.status == "queued":
                 self._transition(run, "in_progress")
             if run.status != "completed":
-                self._transition(run, "completed", conclusion or self._conclusion_for(run))
+                ending = outcome.conclusion if outcome else conclusion or self._conclusion_for(run)
+                self._transition(run, "completed", ending, outcome=outcome)
             return self.run(run_id)
 
     def rerun(self, run_id: int) -> dict:
@@ -289,8 +336,9 @@ class FakeGitHub:
             if run.status != "completed":
                 raise ValueError(f"run {run_id} is {run.status}")
             now = time.time()
+            run.past_attempts[run.attempt] = PastAttempt(run.conclusion, run.outcome, run.started, run.updated)
             run.attempt += 1
-            run.status, run.conclusion = "queued", None
+            run.status, run.conclusion, run.outcome = "queued", None, None
             run.started = run.updated = run.advanced = now
             self._webhook(run, "requested")
             return self.run(run_id)
@@ -317,9 +365,13 @@ class FakeGitHub:
         pod = f"{run.inputs.get('customer')}/{run.inputs.get('environment')}"
         return self.conclusions.get(pod, self.default_conclusion)
 
-    def _transition(self, run: Run, status: str, conclusion: str | None = None) -> None:
+    def _transition(
+        self, run: Run, status: str, conclusion: str | None = None, outcome: RunOutcome | None = None
+    ) -> None:
         now = time.time()
-        if status == "completed" and conclusion == "success" and self.workflow_effect is not None:
+        if status == "completed" and outcome is not None:
+            run.outcome, conclusion = outcome, outcome.conclusion
+        elif status == "completed" and conclusion == "success" and self.workflow_effect is not None:
             effect = self.workflow_effect(self, dict(run.inputs))
             run.outcome = effect if isinstance(effect, RunOutcome) else RunOutcome(conclusion=effect)
             conclusion = run.outcome.conclusion
@@ -345,7 +397,12 @@ class FakeGitHub:
         payload = shapes.workflow_run_event(self, run, action)
         delivery = workflow_run_delivery(action, payload, self.webhook_secret)
         self.state.deliveries.append(delivery)
-        if self.webhook_url:
+        loss = self.webhook_loss
+        if loss(delivery) if callable(loss) else random.random() < loss:  # noqa: S311 (not security)
+            # Lost on the way: recorded as a failed delivery, never posted and never retried.
+            delivery.error = "lost (fakegithub webhook_loss)"
+            delivery.done.set()
+        elif self.webhook_url:
             self._sender.send(self.webhook_url, delivery)
         else:
             delivery.done.set()

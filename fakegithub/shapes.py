@@ -17,6 +17,7 @@ from fakegithub.state import BASE_TIME, Run, State
 from fakegithub.workflow import WORKFLOW_PATH
 
 if TYPE_CHECKING:
+    from fakegithub.jobs import Annotation, JobSpec
     from fakegithub.server import FakeGitHub
 
 REPO_ID = 700100200
@@ -255,6 +256,94 @@ def workflow_run_event(gh: FakeGitHub, run: Run, action: str) -> dict:
         "workflow": workflow(gh),
         "repository": repository(gh, permissions=False),
         "sender": run.actor,
+    }
+
+
+def installation(gh: FakeGitHub, installation_id: int) -> dict:
+    """``GET /app/installations/{id}``: the App's installation on the repository's owner."""
+    app_id = int(gh.app[0]) if gh.app else 0
+    return {
+        "id": installation_id,
+        "app_id": app_id,
+        "app_slug": "deploy-portal",
+        "client_id": f"Iv1.fake{app_id}",
+        "target_id": OWNER_ID,
+        "target_type": "Organization",
+        "account": user(gh, gh.owner, OWNER_ID, "Organization"),
+        "repository_selection": "all" if gh.installation_repositories is None else "selected",
+        "access_tokens_url": f"{gh.api_url}/app/installations/{installation_id}/access_tokens",
+        "repositories_url": f"{gh.api_url}/installation/repositories",
+        "html_url": f"{gh.url}/organizations/{gh.owner}/settings/installations/{installation_id}",
+        "permissions": dict(gh.installation_permissions),
+        "events": ["workflow_run"],
+        "single_file_name": None,
+        "has_multiple_single_files": False,
+        "single_file_paths": [],
+        "created_at": iso(BASE_TIME),
+        "updated_at": iso(BASE_TIME),
+        "suspended_by": None,
+        "suspended_at": None,
+    }
+
+
+# --- jobs and check-run annotations ---------------------------------------------------------------
+
+
+def job(gh: FakeGitHub, run: Run, spec: JobSpec) -> dict:
+    """A job of a run's attempt, as ``GET .../actions/runs/{id}/jobs`` lists it. A job is a check
+    run: its id is the check run's id, and ``check_run_url`` leads to its annotations."""
+    api = f"{gh.api_url}/repos/{gh.repo}"
+    return {
+        "id": spec.id,
+        "run_id": run.id,
+        "workflow_name": gh.workflow_def.name,
+        "head_branch": "main",
+        "run_url": f"{api}/actions/runs/{run.id}",
+        "run_attempt": spec.attempt,
+        "node_id": node_id("CR", spec.id),
+        "head_sha": run.head_sha,
+        "url": f"{api}/actions/jobs/{spec.id}",
+        "html_url": f"{gh.url}/{gh.repo}/actions/runs/{run.id}/job/{spec.id}",
+        "status": spec.status,
+        "conclusion": spec.conclusion,
+        "created_at": iso(spec.created),
+        "started_at": iso(spec.started),
+        "completed_at": iso(spec.completed) if spec.completed is not None else None,
+        "name": spec.name,
+        "steps": [
+            {
+                "name": step.name,
+                "status": step.status,
+                "conclusion": step.conclusion,
+                "number": number,
+                "started_at": iso(step.started) if step.started is not None else None,
+                "completed_at": iso(step.completed) if step.completed is not None else None,
+            }
+            for number, step in enumerate(spec.steps, start=1)
+        ],
+        "check_run_url": f"{api}/check-runs/{spec.id}",
+        "labels": list(spec.labels),
+        "runner_id": 1 if spec.status != "queued" else None,
+        "runner_name": "GitHub Actions 1" if spec.status != "queued" else None,
+        "runner_group_id": 0 if spec.status != "queued" else None,
+        "runner_group_name": "GitHub Actions" if spec.status != "queued" else None,
+    }
+
+
+def annotation(gh: FakeGitHub, run: Run, note: Annotation) -> dict:
+    """A check-run annotation. Workflow commands (``::error title=...::message``) without a file, and
+    the runner's own "Process completed with exit code 1.", are annotations of the ``.github`` path."""
+    return {
+        "path": note.path,
+        "blob_href": f"{gh.url}/{gh.repo}/blob/{run.head_sha}/{quote(note.path)}",
+        "start_line": note.line,
+        "end_line": note.line,
+        "start_column": None,
+        "end_column": None,
+        "annotation_level": note.level,
+        "title": note.title,
+        "message": note.message,
+        "raw_details": "",
     }
 
 

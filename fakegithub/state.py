@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,18 @@ class Run:
     attempt: int = 1  # run_attempt: a re-run keeps the id and counts up
     # What the run left behind when it completed: failed step, annotations, artifacts.
     outcome: RunOutcome | None = None
+    # The attempts before this one, by run_attempt: a re-run keeps their jobs readable.
+    past_attempts: dict[int, PastAttempt] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PastAttempt:
+    """An earlier attempt of a re-run run: how it ended and when it ran."""
+
+    conclusion: str | None
+    outcome: RunOutcome | None
+    started: float
+    completed: float
 
 
 @dataclass
@@ -111,6 +124,8 @@ class State:
             self.requests: list[RecordedRequest] = []
             self.deliveries: list[Delivery] = []
             self.issued_tokens: dict[str, float] = {}
+            # (time, points) of the requests counted against the secondary rate limit.
+            self.secondary_spent: deque[tuple[float, int]] = deque()
             self.rate_limit = DEFAULT_RATE_LIMIT
             self.rate_remaining = DEFAULT_RATE_LIMIT
             self.rate_reset = int(time.time()) + 3600
