@@ -319,7 +319,8 @@ def _finish_job(
 
 
 def _note(raw: dict[str, str], line: int) -> Annotation:
-    level = {"error": "failure", "warning": "warning", "notice": "notice"}.get(raw.get("level", ""), "failure")
+    levels = {"error": "failure", "warning": "warning", "notice": "notice"}
+    level = levels.get(raw.get("level", ""), "failure")
     return Annotation(str(raw.get("message", "")), title=str(raw.get("title", "")), level=level, line=line)
 
 

@@ -591,8 +591,9 @@ def _secondary_limit(gh: FakeGitHub, method: str) -> Response | None:
             wait = at + 60 - now
             break
     body = {
-        "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
-        "If you reach out to GitHub Support for help, please include the request ID FAKE:0000:0000000.",
+        "message": "You have exceeded a secondary rate limit. "
+        "Please wait a few minutes before you try again. If you reach out to GitHub Support "
+        "for help, please include the request ID FAKE:0000:0000000.",
         "documentation_url": SECONDARY_LIMIT_DOCS,
         "status": str(gh.secondary_limit_status),
     }

@@ -336,7 +336,8 @@ class FakeGitHub:
             if run.status != "completed":
                 raise ValueError(f"run {run_id} is {run.status}")
             now = time.time()
-            run.past_attempts[run.attempt] = PastAttempt(run.conclusion, run.outcome, run.started, run.updated)
+            past = PastAttempt(run.conclusion, run.outcome, run.started, run.updated)
+            run.past_attempts[run.attempt] = past
             run.attempt += 1
             run.status, run.conclusion, run.outcome = "queued", None, None
             run.started = run.updated = run.advanced = now
