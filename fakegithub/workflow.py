@@ -40,6 +40,9 @@ class WorkflowDef:
         required = ("customer", "environment", "instance_name", "instance_type", "waf_enabled")
         inputs = {name: Input(name, required=True) for name in required}
         inputs["request_id"] = Input("request_id", required=False, default="")
+        # deploy: plan and apply in one run; plan: plan only; apply: the saved plan of plan_run_id.
+        inputs["action"] = Input("action", required=False, default="deploy")
+        inputs["plan_run_id"] = Input("plan_run_id", required=False, default="")
         return cls(inputs=inputs)
 
     @classmethod
