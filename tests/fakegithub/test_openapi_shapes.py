@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import requests
 
+from fakegithub.state import RunOutcome
 from tests.fakegithub.apphelpers import app_jwt, configure_app
 
 SCHEMAS = json.loads(
@@ -178,3 +179,54 @@ def test_schema_check_can_fail_when_a_required_field_is_missing(api):
     repo["default_branch"] = None
     with pytest.raises(AssertionError, match="default_branch"):
         assert_matches(route("GET /repos/{owner}/{repo} 200"), repo)
+
+
+# --- jobs, check-run annotations, the installation ------------------------------------------------
+
+JOBS = "GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs 200"
+
+
+def test_jobs_of_a_run_in_every_state_match_github_schema(fakegithub, api):
+    run_id = dispatch(api)["workflow_run_id"]
+    assert_matches(route(JOBS), api("GET", f"/repos/demo/pods/actions/runs/{run_id}/jobs"))  # queued
+    fakegithub.advance_run(run_id)
+    assert_matches(route(JOBS), api("GET", f"/repos/demo/pods/actions/runs/{run_id}/jobs"))  # in progress
+    fakegithub.complete_run(
+        run_id,
+        outcome=RunOutcome(
+            conclusion="failure",
+            failed_step="Commit spec.yml",
+            annotations=[{"title": "Protected branch", "message": "GH006: Protected branch update failed"}],
+        ),
+    )
+    jobs = api("GET", f"/repos/demo/pods/actions/runs/{run_id}/jobs")
+    assert_matches(route(JOBS), jobs)
+    [job] = jobs["jobs"]
+    assert_matches(route("GET /repos/{owner}/{repo}/actions/jobs/{job_id} 200"), api("GET", job["url"]))
+    annotations = api("GET", job["check_run_url"] + "/annotations")
+    assert_matches(route("GET /repos/{owner}/{repo}/check-runs/{check_run_id}/annotations 200"), annotations)
+    assert [a["title"] for a in annotations] == ["Protected branch", ""]
+
+
+def test_jobs_of_an_earlier_attempt_match_github_schema(fakegithub, api):
+    run_id = dispatch(api)["workflow_run_id"]
+    fakegithub.complete_run(run_id, "failure")
+    fakegithub.rerun(run_id)
+    fakegithub.complete_run(run_id, "success")
+    first = api("GET", f"/repos/demo/pods/actions/runs/{run_id}/attempts/1/jobs")
+    assert_matches(
+        route("GET /repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs 200"), first
+    )
+    assert [(j["run_attempt"], j["conclusion"]) for j in first["jobs"]] == [(1, "failure")]
+
+
+def test_installation_matches_github_schema(fakegithub):
+    key = configure_app(fakegithub)
+    answer = requests.get(
+        f"{fakegithub.api_url}/app/installations/42",
+        headers={"Authorization": f"Bearer {app_jwt(key)}"},
+        timeout=5,
+    )
+    assert answer.status_code == 200, answer.text
+    assert_matches(route("GET /app/installations/{installation_id} 200"), answer.json())
+    assert answer.json()["permissions"] == fakegithub.installation_permissions
