@@ -10,27 +10,176 @@ sandbox (``python -m fakegithub``), the e2e tests and the bench.
 
 from __future__ import annotations
 
+import io
+import json
+import time
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from deployments import podspec
+from fakegithub import terraform_model
+from fakegithub._git import blob_sha
 from fakegithub.server import FakeGitHub
+from fakegithub.state import RunOutcome
 
 PROJECT_PODS = Path(__file__).resolve().parent.parent / "pods"
 
+# The artifacts deploy-pod.yml uploads: the plan summary the portal reads, and the saved plan an
+# apply run downloads (kept one day: a plan can hold sensitive values).
+PLAN_SUMMARY_ARTIFACT, PLAN_SUMMARY_FILE = "plan-summary", "plan-summary.json"
+PLAN_ARTIFACT, PLAN_FILE = "tfplan", "tfplan"
+PLAN_RETENTION_DAYS = 1
+PLAN_FORMAT = 1
+ACTIONS = ("deploy", "plan", "apply")
 
-def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> str:
-    """What deploy-pod.yml does on success: validate, render and commit spec.yml."""
-    data = {k: v for k, v in inputs.items() if k in podspec.FIELDS}
+# The workflow's step names, where a run fails.
+VALIDATE_STEP = "Validate inputs"
+DOWNLOAD_PLAN_STEP = "Download the plan"
+CHECK_PLAN_STEP = "Check the plan is current"
+COMMIT_STEP = "Commit spec.yml"
+
+
+def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
+    """What deploy-pod.yml does in a run that is not stopped otherwise, by its ``action`` input:
+
+    - ``deploy`` (the default, and a hand dispatch with the seed's inputs): validate, commit
+      spec.yml, plan and apply; leaves the ``plan-summary`` artifact of what was applied;
+    - ``plan``: validate and plan, commit nothing; leaves ``plan-summary`` and ``tfplan`` (the
+      saved plan: the spec planned and the spec.yml blob it was planned from, kept one day);
+    - ``apply``: download the saved plan of run ``plan_run_id`` (a successful plan run of this
+      pod, not expired: else "Plan not found"), refuse it when the pod's spec.yml changed since
+      ("Stale plan"), commit the planned spec.yml and apply; leaves that plan's ``plan-summary``.
+
+    A commit the protected default branch refuses fails the run at "Commit spec.yml", before
+    anything is applied, as scripts/deploy/commit-spec.sh does. Terraform's part is
+    ``terraform_model``: the spec.yml on the branch stands for what was last applied.
+    """
+    action = inputs.get("action") or "deploy"
     try:
-        spec = podspec.validate(data)
+        spec = podspec.validate({k: v for k, v in inputs.items() if k in podspec.FIELDS})
     except podspec.SpecError:
-        return "failure"  # the workflow's validate step fails
+        return RunOutcome("failure", failed_step=VALIDATE_STEP)
+    if action not in ACTIONS:
+        return RunOutcome("failure", failed_step=VALIDATE_STEP)
     path = podspec.spec_path(gh.specs_path, spec.customer, spec.environment)
-    tag = inputs.get("request_id") or "manual"
-    gh.put_file(path, podspec.render(spec), message=f"Deploy {spec.pod} [{tag}]")
-    return "success"
+    message = f"Deploy {spec.pod} [{inputs.get('request_id') or 'manual'}]"
+    with gh.state.lock:
+        if action == "apply":
+            return _apply(gh, inputs["plan_run_id"], spec, path, message)
+        applied, blob = _applied(gh, path)
+        summary = terraform_model.plan_summary(applied, _values(spec), spec_blob=blob)
+        summary_artifact = {PLAN_SUMMARY_FILE: _json(summary)}
+        if action == "plan":
+            saved = {"format": PLAN_FORMAT, "spec": spec.as_dict(), "spec_blob": blob, "summary": summary}
+            return RunOutcome(
+                "success",
+                artifacts={PLAN_SUMMARY_ARTIFACT: summary_artifact, PLAN_ARTIFACT: {PLAN_FILE: _json(saved)}},
+                retention_days={PLAN_ARTIFACT: PLAN_RETENTION_DAYS},
+            )
+        refused = _commit(gh, path, podspec.render(spec), message)
+        if refused is not None:
+            return refused
+        return RunOutcome("success", artifacts={PLAN_SUMMARY_ARTIFACT: summary_artifact})
+
+
+def _apply(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec, path: str, message: str) -> RunOutcome:
+    saved, why = _saved_plan(gh, plan_run_id, spec)
+    if saved is None:
+        return RunOutcome(
+            "failure",
+            failed_step=DOWNLOAD_PLAN_STEP,
+            annotations=[{"title": "Plan not found", "message": f"{why} Plan again."}],
+        )
+    _, blob = _applied(gh, path)
+    if blob != saved["spec_blob"]:
+        planned_from = _short(saved["spec_blob"])
+        detail = f"{path} on the branch is {_short(blob)}; run {plan_run_id} planned from {planned_from}."
+        return RunOutcome(
+            "failure",
+            failed_step=CHECK_PLAN_STEP,
+            annotations=[
+                {"title": "Stale plan", "message": f"The plan is out of date — plan again. {detail}"}
+            ],
+        )
+    refused = _commit(gh, path, podspec.render(spec), message)
+    if refused is not None:
+        return refused
+    return RunOutcome(
+        "success", artifacts={PLAN_SUMMARY_ARTIFACT: {PLAN_SUMMARY_FILE: _json(saved["summary"])}}
+    )
+
+
+def _saved_plan(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec) -> tuple[dict | None, str]:
+    """(the saved plan of run ``plan_run_id`` for ``spec``, "") or (None, why there is none)."""
+    run = gh.state.find_run(int(plan_run_id)) if plan_run_id.isdigit() else None
+    if run is None or run.inputs.get("action") != "plan":
+        return None, f"Run {plan_run_id} is not a plan run of this repository's deploy workflow."
+    if (run.inputs.get("customer"), run.inputs.get("environment")) != (spec.customer, spec.environment):
+        return None, f"Run {plan_run_id} planned another pod, not {spec.pod}."
+    if (run.status, run.conclusion) != ("completed", "success"):
+        return None, f"Run {plan_run_id} did not plan successfully ({run.conclusion or run.status})."
+    kept = [a for a in gh.artifacts.for_run(run.id) if a.name == PLAN_ARTIFACT]
+    if not kept:
+        return None, f"Run {plan_run_id} left no saved plan."
+    if kept[-1].is_expired(time.time()):
+        return None, f"The saved plan of run {plan_run_id} expired (it is kept {PLAN_RETENTION_DAYS} day)."
+    with zipfile.ZipFile(io.BytesIO(kept[-1].archive)) as archive:
+        saved = json.loads(archive.read(PLAN_FILE))
+    if saved.get("spec") != spec.as_dict():
+        return None, f"Run {plan_run_id} planned another spec for {spec.pod} than this run's inputs."
+    return saved, ""
+
+
+def _applied(gh: FakeGitHub, path: str) -> tuple[terraform_model.PodValues | None, str | None]:
+    """(what was last applied to the pod, the blob SHA of its spec.yml); (None, None) for a new
+    pod. A spec.yml that does not parse stands for no known state: everything is created."""
+    data = gh.state.head_files().get(path)
+    if data is None:
+        return None, None
+    try:
+        applied = _values(podspec.parse(data.decode("utf-8")))
+    except (podspec.SpecError, UnicodeDecodeError):
+        applied = None
+    return applied, blob_sha(data)
+
+
+def _commit(gh: FakeGitHub, path: str, text: str, message: str) -> RunOutcome | None:
+    """Commit spec.yml as scripts/deploy/commit-spec.sh does: nothing when unchanged; a failed
+    run when the protected branch refuses the push."""
+    if gh.state.head_files().get(path) == text.encode():
+        return None
+    refusal = gh.push_refusal()
+    if refusal is not None:
+        return RunOutcome(
+            "failure",
+            failed_step=COMMIT_STEP,
+            annotations=[
+                {
+                    "title": "Protected branch",
+                    "message": "The branch main is protected and the workflow's token may not push to it: "
+                    f"GitHub refused the commit of {path} ({refusal}). Nothing was applied. Make a GitHub "
+                    "App a bypass actor of the branch's ruleset or protection rule and set the "
+                    "DEPLOY_APP_ID variable and DEPLOY_APP_PRIVATE_KEY secret, so the workflow pushes "
+                    "with the App's token (see README, The deploy workflow on GitHub).",
+                }
+            ],
+        )
+    gh.put_file(path, text, message=message)
+    return None
+
+
+def _values(spec: podspec.PodSpec) -> terraform_model.PodValues:
+    return terraform_model.PodValues(**spec.as_dict())
+
+
+def _json(data: dict) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def _short(sha: str | None) -> str:
+    return sha[:7] if sha else "no spec.yml (a new pod)"
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from fakegithub import shapes
+from fakegithub.artifacts import ArtifactStore
 from fakegithub.routes import make_server
 from fakegithub.state import (
     FIRST_RUN_ID,
@@ -124,6 +125,11 @@ class FakeGitHub:
             # Delivery saying whether it is lost. GitHub does not redeliver a failed delivery by itself
             # (https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries).
             webhook_loss=0.0,
+            # A GitHub environment with required reviewers in front of the deploy job: apply and
+            # deploy runs wait (status "waiting") until approve_environment(run_id); plan runs
+            # (action "plan") do not reference it. advance_run and the clock respect it.
+            # https://docs.github.com/en/actions/managing-workflow-runs-and-deployments/managing-deployments/reviewing-deployments
+            environment_reviewers=False,
         )
         seed = read_dir(Path(specs_dir), self.specs_path) if specs_dir is not None else {}
         self.state = State(seed, first_run_id)
@@ -180,6 +186,7 @@ class FakeGitHub:
                 setattr(self, name, copy.copy(value) if isinstance(value, dict | list | set) else value)
             self.conclusions: dict[str, str] = {}
             self.state.reset()
+            self.artifacts = ArtifactStore(self.state.lock)
 
     def push_refusal(self) -> str | None:
         """What GitHub answers when the workflow pushes spec.yml to the protected default branch
@@ -306,7 +313,7 @@ class FakeGitHub:
         with self.state.lock:
             run = self._get_run(run_id)
             if run.status == "queued":
-                self._transition(run, "in_progress")
+                self._start(run)
             elif run.status == "in_progress":
                 self._transition(run, "completed", self._conclusion_for(run))
             return self.run(run_id)
@@ -380,7 +387,30 @@ class FakeGitHub:
             run.outcome = RunOutcome(conclusion=conclusion or "failure")
         run.status, run.conclusion = status, conclusion
         run.updated = run.advanced = now
+        if status == "completed":
+            self.artifacts.add(run, now)  # uploaded before the completed event goes out
         self._webhook(run, status)
+
+    def _start(self, run: Run) -> None:
+        """queued -> in_progress, or -> waiting while an environment's required reviewers hold it.
+        No workflow_run event announces waiting: its actions are requested, in_progress, completed.
+        https://docs.github.com/en/webhooks/webhook-events-and-payloads#workflow_run"""
+        if self.environment_reviewers and run.inputs.get("action") != "plan":
+            run.status = "waiting"
+            run.updated = run.advanced = time.time()
+        else:
+            self._transition(run, "in_progress")
+
+    def approve_environment(self, run_id: int) -> dict:
+        """A required reviewer approves the deployment of a waiting run: it starts (in_progress).
+        ValueError when the run is not waiting.
+        https://docs.github.com/en/actions/managing-workflow-runs-and-deployments/managing-deployments/reviewing-deployments"""
+        with self.state.lock:
+            run = self._get_run(run_id)
+            if run.status != "waiting":
+                raise ValueError(f"run {run_id} is {run.status}, not waiting")
+            self._transition(run, "in_progress")
+            return self.run(run_id)
 
     def _clock(self) -> None:
         while not self._stopping.wait(0.05):
@@ -390,7 +420,7 @@ class FakeGitHub:
                 now = time.time()
                 for run in self.state.runs:
                     if run.status == "queued" and now - run.advanced >= self.queued_for:
-                        self._transition(run, "in_progress")
+                        self._start(run)
                     elif run.status == "in_progress" and now - run.advanced >= self.in_progress_for:
                         self._transition(run, "completed", self._conclusion_for(run))
 
