@@ -229,7 +229,8 @@ def attempt_jobs(gh: FakeGitHub, run: Run, attempt: int) -> list[JobSpec]:
             attempt=attempt,
             name=_render(definition.name, gh, run.inputs),
             labels=[_render(definition.runs_on, gh, run.inputs)],
-            status="queued" if status != "completed" else "completed",
+            # A run held by an environment's reviewers shows its job waiting.
+            status=status if status in ("completed", "waiting") else "queued",
             conclusion=None,
             created=started,
             started=started,

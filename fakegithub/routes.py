@@ -251,7 +251,8 @@ def paginate(gh: FakeGitHub, req: ApiRequest, items: list) -> tuple[list, dict[s
     last = max(1, -(-len(items) // per_page))
     links = []
     base = f"{gh.api_url}{req.path}"
-    wanted = {"prev": page > 1, "next": page < last, "last": last > 1, "first": last > 1}
+    # The first page links to the next and last pages, the last page to the first and previous.
+    wanted = {"prev": page > 1, "next": page < last, "last": page < last, "first": page > 1}
     for rel, number in (("prev", page - 1), ("next", page + 1), ("last", last), ("first", 1)):
         if wanted[rel]:
             params = urlencode({**req.query, "per_page": per_page, "page": number})
