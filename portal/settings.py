@@ -231,8 +231,18 @@ AUTO_APPLY_ENVIRONMENTS = env.list("AUTO_APPLY_ENVIRONMENTS", default=[])
 PLAN_TTL_MINUTES = env.int("PLAN_TTL_MINUTES", default=60)
 
 # --- notifications (deployments/notify.py) ---
-# Apprise URLs (slack://, msteams://, mailto://, json://, ...), comma separated; empty: none.
+# Apprise URLs, comma separated (a comma inside one URL as %2C); empty: no notifications. E.g.
+# slack://T…/B…/X…, workflows://host:443/ID/SIG (Microsoft Teams), mailtos://user:pass@host?to=…,
+# hmacs://host/path (the portal's signed JSON webhook, X-Portal-Signature-256).
 NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
+# The HMAC-SHA256 key of hmac:// and hmacs:// webhooks; they send nothing without one.
+NOTIFY_SIGNING_SECRET = env.str("NOTIFY_SIGNING_SECRET", default="")
+# Each notifier's connect and read timeout. Notifications are sent after the commit, in the
+# background: a slow notifier never delays a deployment, it only holds one of the senders.
+NOTIFY_TIMEOUT_SECONDS = env.float("NOTIFY_TIMEOUT_SECONDS", default=5.0)
+# The portal's address as people reach it (e.g. https://deploy.example.com): notifications
+# link to the request page under it. Empty: they carry no link.
+PORTAL_URL = env.str("PORTAL_URL", default="")
 # --- end of notifications ---
 
 PORTAL_SANDBOX = env.bool("PORTAL_SANDBOX", default=False)
