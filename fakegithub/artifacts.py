@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from fakegithub import shapes
-from fakegithub.routes import ApiRequest, Response, Route, error
+from fakegithub.routes import ApiRequest, Response, Route, error, paginate
 
 if TYPE_CHECKING:
     from fakegithub.server import FakeGitHub
@@ -190,7 +190,7 @@ def _storage_error(code: str, message: str) -> Response:
 
 def list_run_artifacts(gh: FakeGitHub, req: ApiRequest, run_id: str) -> Response:
     """GET /repos/{owner}/{repo}/actions/runs/{run_id}/artifacts: ``name`` filter, ``direction``
-    (default desc: newest first), ``per_page``/``page``.
+    (default desc: newest first), ``per_page``/``page`` with Link headers.
     https://docs.github.com/en/rest/actions/artifacts#list-workflow-run-artifacts"""
     if gh.state.find_run(int(run_id)) is None:
         return error(404, "Not Found")
@@ -200,12 +200,12 @@ def list_run_artifacts(gh: FakeGitHub, req: ApiRequest, run_id: str) -> Response
     if req.query.get("direction", "desc") != "asc":
         found.reverse()
     try:
-        per_page = max(1, min(100, int(req.query.get("per_page") or 30)))
-        page = max(1, int(req.query.get("page") or 1))
+        chosen, links = paginate(gh, req, found)
     except ValueError:
         return error(422, "Invalid pagination parameter")
-    chosen = found[(page - 1) * per_page : page * per_page]
-    return Response(200, {"total_count": len(found), "artifacts": [artifact_json(gh, a) for a in chosen]})
+    return Response(
+        200, {"total_count": len(found), "artifacts": [artifact_json(gh, a) for a in chosen]}, links
+    )
 
 
 def get_artifact(gh: FakeGitHub, req: ApiRequest, artifact_id: str) -> Response:
