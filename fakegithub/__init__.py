@@ -30,11 +30,16 @@ Control API (all thread-safe):
   ``clear_requests()``.
 * ``runs`` (API dicts plus ``inputs``, newest first), ``run(id)``, ``advance_run(id)``,
   ``complete_run(id, conclusion="success")``.
+* ``environment_reviewers`` (setting): apply and deploy runs wait in status "waiting" (a GitHub
+  environment with required reviewers) until ``approve_environment(id)``; plan runs do not.
+* ``artifacts``: what completed runs uploaded (``fakegithub.artifacts``): ``for_run(id)``,
+  ``get(id)``, ``expire(run_id=None, name=None)`` (retention over: listed ``expired``, 410).
 * ``deliveries`` (``.action .headers .body .payload .status .error .done``).
 * ``workflow_effect`` (constructor argument): what a run that succeeds does to the repository,
   ``effect(emulator, inputs) -> conclusion``; without one the run commits nothing. Only the
-  pytest plugin knows the portal: its ``deploy_pod`` is deploy-pod.yml (render spec.yml with
-  ``deployments.podspec``, commit it), used by the fixture, the sandbox, e2e tests and the bench.
+  pytest plugin knows the portal: its ``deploy_pod`` is deploy-pod.yml (plan, apply or deploy:
+  render spec.yml with ``deployments.podspec``, plan with ``fakegithub.terraform_model``, commit),
+  used by the fixture, the sandbox, e2e tests and the bench.
 * ``reset()``: back to the constructor's state (run ids keep increasing across resets).
 """
 
