@@ -235,7 +235,8 @@ def sign(secret: str, body: bytes) -> str:
 def _post_signed(
     body: str, title: str, notify_type: str, *args: Any, meta: dict[str, Any], **kwargs: Any
 ) -> bool:
-    """The signed JSON webhook: ``hmac://host[:port]/path`` posts to http, ``hmacs://`` to https.
+    """The signed JSON webhook: ``hmac://host[:port]/path`` posts to http, ``hmacs://`` to https
+    (the path only: apprise keeps the query string for its own options, such as ``verify=no``).
 
     The body is the notification's JSON document, signed with NOTIFY_SIGNING_SECRET in
     ``X-Portal-Signature-256: sha256=<hex>`` (HMAC-SHA256 of the raw body, like GitHub's
@@ -257,12 +258,11 @@ def _post_signed(
         DELIVERY_HEADER: str(uuid.uuid4()),
         SIGNATURE_HEADER: sign(secret, raw),
     }
-    auth = (meta["user"], meta.get("password") or "") if meta.get("user") else None
     timeout = settings.NOTIFY_TIMEOUT_SECONDS
     try:
         # stream=True: the answer's body is never read, whatever its size.
         with requests.post(
-            url, data=raw, headers=headers, auth=auth, timeout=(timeout, timeout),
+            url, data=raw, headers=headers, timeout=(timeout, timeout),
             verify=meta.get("verify", True), allow_redirects=False, stream=True,
         ) as response:  # fmt: skip
             if 200 <= response.status_code < 300:

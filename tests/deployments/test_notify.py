@@ -151,6 +151,7 @@ def test_the_signed_webhook_posts_over_https_with_hmacs(
     announce(awaiting, "awaiting_approval", django_capture_on_commit_callbacks)
 
     [post] = hook.wait_for(1)
+    assert (post.path, post.query) == ("/hooks/portal", {})  # verify=no is apprise's, not the receiver's
     assert post.json()["event"] == "awaiting_approval"
     assert post.headers["X-Portal-Signature-256"] == notify.sign(SIGNING_SECRET, post.body)
 
