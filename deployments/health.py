@@ -170,6 +170,8 @@ def readiness(*, details: bool) -> tuple[dict[str, Any], bool]:
             "repo": report["repo"],
             "auth": report["auth"],
             "scopes": report["scopes"],
+            # A report published by an older version of the portal has no permissions.
+            "permissions": report.get("permissions", "not applicable"),
             "workflow": report["workflow"],
             "rate_limit": report["rate_limit"],
             "database": "ok",

@@ -206,8 +206,9 @@ def _shared_installation_token(key: str) -> _InstallationToken:
     return minted
 
 
-def _mint_installation_token() -> _InstallationToken:
-    integration = github.GithubIntegration(
+def _app_integration() -> github.GithubIntegration:
+    """The GitHub App itself (authenticated by its JWT), for its installation's token and settings."""
+    return github.GithubIntegration(
         auth=Auth.AppAuth(settings.GITHUB_APP_ID, settings.GITHUB_APP_PRIVATE_KEY),
         base_url=settings.GITHUB_API_URL,
         timeout=settings.GITHUB_TIMEOUT,
@@ -215,6 +216,10 @@ def _mint_installation_token() -> _InstallationToken:
         seconds_between_requests=None,
         seconds_between_writes=None,
     )
+
+
+def _mint_installation_token() -> _InstallationToken:
+    integration = _app_integration()
     try:
         grant = integration.get_access_token(int(settings.GITHUB_APP_INSTALLATION_ID))
     finally:

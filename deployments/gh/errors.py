@@ -102,25 +102,18 @@ def _translate(
     if exc.status in (403, 429) and (
         remaining == "0" or "retry-after" in headers or "rate limit" in message.lower()
     ):
-        reset = headers.get("x-ratelimit-reset")
-        reset_at = dt.datetime.fromtimestamp(int(reset), dt.UTC) if reset and reset.isdigit() else None
-        if "retry-after" in headers and headers["retry-after"].isdigit():
-            reset_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=int(headers["retry-after"]))
-        limit = headers.get("x-ratelimit-limit")
-        when = reset_at.strftime("%H:%M:%S UTC") if reset_at else "a few minutes"
-        return GitHubRateLimitError(
-            f"GitHub's API rate limit is used up ({remaining or 0} of {limit or '?'} requests left). "
-            f"It resets at {when}; try again then.",
-            remaining=int(remaining) if remaining and remaining.isdigit() else None,
-            limit=int(limit) if limit and limit.isdigit() else None,
-            reset_at=reset_at,
-        )
+        return _rate_limited(headers)
     if exc.status == 401:
         return GitHubAuthError(
             "GitHub rejected the portal's credentials (401 Bad credentials). "
             "Update GH_TOKEN, or the GitHub App settings, and restart the portal."
         )
     if exc.status == 403:
+        # GitHub names what a GitHub App or fine-grained token lacks: "actions=write".
+        # https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible
+        needed = headers.get("x-accepted-github-permissions", "")
+        if needed and len(needed) <= 200 and needed.isprintable():
+            forbidden += f" GitHub says this needs the permission {needed.replace('=', ': ')}."
         return GitHubPermissionError(forbidden)
     if exc.status == 404:
         return GitHubNotFoundError(not_found, title=not_found_title)
@@ -131,6 +124,47 @@ def _translate(
             f"GitHub answered {exc.status} ({message or 'server error'}). Try again in a minute."
         )
     return GitHubError(f"GitHub answered {exc.status}: {message or 'unexpected response'}.")
+
+
+# The longest wait a retry-after is taken for; beyond it the header is not believed.
+_RETRY_AFTER_LIMIT = 24 * 3600
+
+
+def _rate_limited(headers: dict[str, str]) -> GitHubRateLimitError:
+    """GitHub's primary limit (x-ratelimit-remaining 0: wait for x-ratelimit-reset) or a secondary
+    one (too many requests in a short time: wait retry-after seconds, else at least a minute).
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit"""
+    remaining, limit = headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-limit")
+    now = dt.datetime.now(dt.UTC)
+    retry_after = headers.get("retry-after", "")
+    wait = int(retry_after) if retry_after.isdigit() and int(retry_after) <= _RETRY_AFTER_LIMIT else None
+    reset = headers.get("x-ratelimit-reset", "")
+    numbers = {
+        "remaining": int(remaining) if remaining and remaining.isdigit() else None,
+        "limit": int(limit) if limit and limit.isdigit() else None,
+    }
+    if remaining == "0":
+        if wait is not None:
+            reset_at: dt.datetime | None = now + dt.timedelta(seconds=wait)
+        elif reset.isdigit() and len(reset) <= 12:
+            reset_at = dt.datetime.fromtimestamp(int(reset), dt.UTC)
+        else:
+            reset_at = None
+        when = reset_at.strftime("%H:%M:%S UTC") if reset_at else "a few minutes"
+        return GitHubRateLimitError(
+            f"GitHub's API rate limit is used up (0 of {limit or '?'} requests left). "
+            f"It resets at {when}; try again then.",
+            reset_at=reset_at,
+            **numbers,
+        )
+    reset_at = now + dt.timedelta(seconds=60 if wait is None else wait)
+    return GitHubRateLimitError(
+        "GitHub is refusing the portal's requests for a while: too many came in a short time "
+        f"(GitHub's secondary rate limit). Try again after {reset_at.strftime('%H:%M:%S UTC')}"
+        f"{f' (in {wait} s)' if wait is not None else ''}.",
+        reset_at=reset_at,
+        **numbers,
+    )
 
 
 def _unprocessable(message: str) -> GitHubValidationError:

@@ -1,4 +1,13 @@
-"""The GitHub half of /health: repository access, token scopes, the deploy workflow, rate limit."""
+"""The GitHub half of /health: repository access, what the credentials may do, the deploy workflow,
+the rate limit.
+
+What the credentials may do is known for two kinds of them: a classic token's scopes come with
+every answer (X-OAuth-Scopes), and a GitHub App installation's permissions from
+``GET /app/installations/{id}`` (https://docs.github.com/en/rest/apps/apps#get-an-installation-for-the-authenticated-app).
+A fine-grained personal access token's permissions cannot be read through the API: GitHub sends it
+no X-OAuth-Scopes (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible),
+so /health says they cannot be verified.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ from django.conf import settings
 from github import GithubException
 from github.Requester import Requester
 
-from .client import _call, _repo_url, auth_kind, state
+from .client import _app_integration, _call, _repo_url, auth_kind, state
 from .errors import (
     GitHubAPIError,
     GitHubAuthError,
@@ -20,6 +29,18 @@ from .errors import (
     GitHubRateLimitError,
 )
 
+CANNOT_BE_VERIFIED = "cannot be verified"
+NOT_APPLICABLE = "not applicable"
+# What the portal's GitHub App installation needs: dispatch and follow runs, read the specs.
+REQUIRED_APP_PERMISSIONS = {"actions": "write", "contents": "read"}
+# What it uses when granted: a failed run's annotations (the failed step is known without it).
+OPTIONAL_APP_PERMISSIONS = {"checks": "read"}
+_LEVELS = {"read": 1, "write": 2, "admin": 3}
+
+
+def _unknown_scopes() -> dict[str, bool | None]:
+    return {"repo": None, "workflow": None}
+
 
 @dataclass
 class HealthReport:
@@ -28,7 +49,12 @@ class HealthReport:
     repo: str
     auth: str
     github: str = "unreachable"
-    scopes: dict[str, bool | None] = field(default_factory=lambda: {"repo": None, "workflow": None})
+    # A classic token's scopes; a string for credentials that have none ("not applicable": a GitHub
+    # App) or whose scopes GitHub does not tell ("cannot be verified": a fine-grained token).
+    scopes: dict[str, bool | None] | str = field(default_factory=_unknown_scopes)
+    # A GitHub App installation's level of each permission the portal uses (None: not granted); a
+    # string for tokens: "not applicable" (classic: see scopes) or "cannot be verified".
+    permissions: dict[str, str | None] | str = NOT_APPLICABLE
     workflow: dict[str, Any] = field(default_factory=dict)
     # The seed's remaining/limit/reset_at; with "enabled": False when the server has no rate limit.
     rate_limit: dict[str, int | bool | None] = field(default_factory=dict)
@@ -47,12 +73,18 @@ def health_probe() -> HealthReport:
         )
         report.github = "connected"
         headers = {k.lower(): v for k, v in headers.items()}
-        if "x-oauth-scopes" in headers:
-            report.auth = "classic_token" if report.auth == "token" else report.auth
+        if report.auth == "app":
+            report.scopes = NOT_APPLICABLE
+            report.permissions = _installation_permissions()
+        elif "x-oauth-scopes" in headers:
+            report.auth = "classic_token"
             scopes = {s.strip() for s in headers["x-oauth-scopes"].split(",") if s.strip()}
             report.scopes = {"repo": "repo" in scopes, "workflow": "workflow" in scopes}
-        elif report.auth == "token":
-            report.auth = "fine_grained_token"
+        else:
+            # No scopes header: a fine-grained token (github_pat_...), whose permissions no API tells.
+            if settings.GH_TOKEN.startswith("github_pat_"):
+                report.auth = "fine_grained_token"
+            report.scopes = report.permissions = CANNOT_BE_VERIFIED
         wf_url = _repo_url(f"/actions/workflows/{quote(settings.DEPLOY_WORKFLOW, safe='')}")
         try:
             _, wf = _call(lambda: requester.requestJsonAndCheck("GET", wf_url))
@@ -76,8 +108,14 @@ def health_probe() -> HealthReport:
         report.reason = f"Deploy workflow '{settings.DEPLOY_WORKFLOW}' not found in {settings.GH_REPO}."
     elif report.workflow["state"] != "active":
         report.reason = f"Deploy workflow '{settings.DEPLOY_WORKFLOW}' is {report.workflow['state']}."
-    elif report.scopes["repo"] is False:
+    elif isinstance(report.scopes, dict) and report.scopes["repo"] is False:
         report.reason = "The GitHub token lacks the 'repo' scope needed to trigger deployments."
+    elif missing := _missing(report.permissions):
+        report.reason = (
+            f"The GitHub App installation lacks permissions the portal needs: {', '.join(missing)}. "
+            "Grant them in the App's settings (Permissions & events) and have the installation's owner "
+            "accept the new permissions."
+        )
     elif report.rate_limit.get("remaining") == 0:
         report.github = "rate_limited"
         report.reason = "GitHub's API rate limit is used up."
@@ -112,3 +150,42 @@ def _rate_limit(requester: Requester) -> dict[str, int | bool | None]:
         return {"enabled": False, "remaining": None, "limit": None, "reset_at": None}
     core = (limits.get("resources") or {}).get("core") or limits.get("rate") or {}
     return {"remaining": core.get("remaining"), "limit": core.get("limit"), "reset_at": core.get("reset")}
+
+
+def _installation_permissions() -> dict[str, str | None]:
+    """The App installation's level of each permission the portal uses (None: not granted)."""
+
+    def fetch() -> object:
+        integration = _app_integration()
+        try:
+            _, data = integration.requester.requestJsonAndCheck(
+                "GET", f"/app/installations/{int(settings.GITHUB_APP_INSTALLATION_ID)}"
+            )
+        finally:
+            integration.close()
+        return data
+
+    data = _call(
+        fetch,
+        not_found=f"GitHub App installation {settings.GITHUB_APP_INSTALLATION_ID} was not found. "
+        "Check GITHUB_APP_INSTALLATION_ID.",
+    )
+    granted = data.get("permissions") if isinstance(data, dict) else None
+    if not isinstance(granted, dict):
+        raise GitHubAPIError("GitHub's answer for the App installation has no permissions.")
+    levels: dict[str, str | None] = {}
+    for name in (*REQUIRED_APP_PERMISSIONS, *OPTIONAL_APP_PERMISSIONS):
+        level = granted.get(name)
+        levels[name] = level if isinstance(level, str) and level in _LEVELS else None
+    return levels
+
+
+def _missing(permissions: dict[str, str | None] | str) -> list[str]:
+    """The required App permissions not granted at their level, as "actions: write"."""
+    if not isinstance(permissions, dict):
+        return []
+    return [
+        f"{name}: {level}"
+        for name, level in REQUIRED_APP_PERMISSIONS.items()
+        if _LEVELS.get(permissions.get(name) or "", 0) < _LEVELS[level]
+    ]

@@ -48,6 +48,7 @@ def test_health_is_200_with_seed_shape_when_all_is_well(gh, viewer_client):
         "repo": "demo/pods",
         "auth": "classic_token",
         "scopes": {"repo": True, "workflow": True},
+        "permissions": "not applicable",
         "workflow": {"file": "deploy-pod.yml", "found": True, "state": "active"},
         "rate_limit": {
             "remaining": body["rate_limit"]["remaining"],
@@ -70,12 +71,23 @@ def test_health_reports_missing_workflow_scope_from_oauth_header(gh, viewer_clie
     assert "'repo' scope" in body["reason"]
 
 
-def test_fine_grained_token_scopes_are_unknown_not_false(gh, viewer_client):
-    gh.scopes = None
-    body = viewer_client.get("/health").json()
+def test_fine_grained_token_permissions_cannot_be_verified(gh, viewer_client, settings):
+    # GitHub sends a fine-grained token no X-OAuth-Scopes, and no API tells its permissions.
+    gh.token = settings.GH_TOKEN = "github_pat_11AAAAAAA0healthcheckfinegrained"
+    response = viewer_client.get("/health")
+    body = response.json()
+    assert response.status_code == 200
     assert body["status"] == "healthy"
     assert body["auth"] == "fine_grained_token"
-    assert body["scopes"] == {"repo": None, "workflow": None}
+    assert body["scopes"] == body["permissions"] == "cannot be verified"
+
+
+def test_a_token_without_scopes_header_is_not_called_fine_grained(gh, viewer_client):
+    gh.scopes = None  # e.g. a token of another kind in GH_TOKEN: no X-OAuth-Scopes
+    body = viewer_client.get("/health").json()
+    assert body["status"] == "healthy"
+    assert body["auth"] == "token"
+    assert body["scopes"] == body["permissions"] == "cannot be verified"
 
 
 def test_bad_token_is_unhealthy_with_reason(gh, viewer_client, settings):
