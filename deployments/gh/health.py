@@ -93,7 +93,8 @@ def health_probe() -> HealthReport:
             report.workflow = {"file": settings.DEPLOY_WORKFLOW, "found": False, "state": None}
         report.rate_limit = _rate_limit(requester)
     except GitHubError as exc:
-        report.reason = exc.message
+        # Missing App permissions are why a later call was refused: say which.
+        report.reason = _lacking(report.permissions) or exc.message
         if isinstance(exc, GitHubRateLimitError):
             report.github = "rate_limited"
             report.rate_limit = {
@@ -104,18 +105,14 @@ def health_probe() -> HealthReport:
         elif report.github == "connected" or isinstance(exc, GitHubAuthError | GitHubPermissionError):
             report.github = "error"
         return report
-    if not report.workflow["found"]:
+    if lacking := _lacking(report.permissions):
+        report.reason = lacking
+    elif not report.workflow["found"]:
         report.reason = f"Deploy workflow '{settings.DEPLOY_WORKFLOW}' not found in {settings.GH_REPO}."
     elif report.workflow["state"] != "active":
         report.reason = f"Deploy workflow '{settings.DEPLOY_WORKFLOW}' is {report.workflow['state']}."
     elif isinstance(report.scopes, dict) and report.scopes["repo"] is False:
         report.reason = "The GitHub token lacks the 'repo' scope needed to trigger deployments."
-    elif missing := _missing(report.permissions):
-        report.reason = (
-            f"The GitHub App installation lacks permissions the portal needs: {', '.join(missing)}. "
-            "Grant them in the App's settings (Permissions & events) and have the installation's owner "
-            "accept the new permissions."
-        )
     elif report.rate_limit.get("remaining") == 0:
         report.github = "rate_limited"
         report.reason = "GitHub's API rate limit is used up."
@@ -180,12 +177,19 @@ def _installation_permissions() -> dict[str, str | None]:
     return levels
 
 
-def _missing(permissions: dict[str, str | None] | str) -> list[str]:
-    """The required App permissions not granted at their level, as "actions: write"."""
+def _lacking(permissions: dict[str, str | None] | str) -> str:
+    """Why the App installation's permissions are not enough ("" when they are, or are not known)."""
     if not isinstance(permissions, dict):
-        return []
-    return [
+        return ""
+    missing = [
         f"{name}: {level}"
         for name, level in REQUIRED_APP_PERMISSIONS.items()
         if _LEVELS.get(permissions.get(name) or "", 0) < _LEVELS[level]
     ]
+    if not missing:
+        return ""
+    return (
+        f"The GitHub App installation lacks permissions the portal needs: {', '.join(missing)}. "
+        "Grant them in the App's settings (Permissions and events) and have the installation's owner "
+        "accept the new permissions."
+    )

@@ -9,7 +9,7 @@ from deployments.models import DeploymentRequest
 from fakegithub import FakeGitHub
 from fakegithub.pytest_plugin import PROJECT_PODS
 from tests.fakegithub import apphelpers
-from tests.helpers import EDIT_ACME_PROD, form
+from tests.helpers import EDIT_ACME_PROD, form, make_request
 
 
 def repo_calls(gh) -> list:
@@ -52,12 +52,72 @@ def test_app_deploys_and_links_the_run(app_gh, deployer_client):
     assert run["inputs"]["instance_type"] == "t3.large"
 
 
-def test_health_reports_app_auth(app_gh, viewer_client):
+def test_health_reports_app_auth_and_the_installations_permissions(app_gh, viewer_client):
     # The worker holds its token already: the probe's thread cannot use this test's database.
     portal_gh.state.installation_token()
     response = viewer_client.get("/health")
+    body = response.json()
     assert response.status_code == 200
-    assert response.json()["auth"] == "app"
+    assert body["auth"] == "app"
+    assert body["scopes"] == "not applicable"
+    assert body["permissions"] == {"actions": "write", "contents": "read", "checks": "read"}
+    [asked] = [r for r in app_gh.requests if r.path == "/app/installations/42"]
+    assert (asked.status, asked.headers["authorization"].split(" ")[0]) == (200, "Bearer")  # the App's JWT
+
+
+@pytest.mark.parametrize(
+    ("granted", "missing"),
+    [
+        ({"actions": "read", "contents": "read", "metadata": "read"}, "actions: write"),
+        ({"actions": "write", "metadata": "read"}, "contents: read"),
+        ({"metadata": "read"}, "actions: write, contents: read"),
+    ],
+)
+def test_health_is_unhealthy_when_the_installation_lacks_a_permission(
+    app_gh, viewer_client, granted, missing
+):
+    app_gh.installation_permissions = granted
+    portal_gh.state.installation_token()
+    response = viewer_client.get("/health")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["reason"].startswith(
+        f"The GitHub App installation lacks permissions the portal needs: {missing}."
+    )
+    assert body["permissions"]["actions"] == granted.get("actions")
+
+
+def test_health_without_checks_read_stays_healthy_and_shows_it(app_gh, viewer_client):
+    app_gh.installation_permissions = {"actions": "write", "contents": "write", "metadata": "read"}
+    portal_gh.state.installation_token()
+    response = viewer_client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["permissions"] == {"actions": "write", "contents": "write", "checks": None}
+
+
+def test_app_without_actions_write_cannot_deploy_and_is_told_which_permission(app_gh, deployer_client):
+    app_gh.installation_permissions = {"actions": "read", "contents": "read", "metadata": "read"}
+    response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
+    page = response.content.decode()
+    request = DeploymentRequest.objects.get()
+    assert response.status_code == 403
+    assert "Permission Denied" in page
+    assert "GitHub says this needs the permission actions: write." in page
+    assert (request.status, request.error_type) == ("dispatch_failed", "forbidden")
+    assert [r.status for r in app_gh.requests if r.path.endswith("/dispatches")] == [403]
+    assert app_gh.runs == []
+
+
+def test_app_installed_on_other_repositories_is_told_it_cannot_see_the_repository(app_gh, deployer):
+    # GitHub answers 404, not 403, to an installation without access to a private repository.
+    app_gh.installation_repositories = ["demo/elsewhere"]
+    request = make_request(deployer)
+    with pytest.raises(portal_gh.GitHubNotFoundError) as exc:
+        services.deployment_request_dispatch(request=request, actor=deployer)
+    assert "the portal's credentials cannot see demo/pods" in exc.value.message
+    assert [r.status for r in app_gh.requests if r.path.endswith("/dispatches")] == [404]
+    request.refresh_from_db()
+    assert (request.status, request.error_type) == ("dispatch_failed", "not_found")
 
 
 def test_app_with_wrong_installation_is_explained(app_gh, viewer_client, settings):
