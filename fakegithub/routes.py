@@ -520,7 +520,8 @@ def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
         auth_headers["x-accepted-oauth-scopes"] = "repo"
     req.actor = shapes.app_bot(gh) if kind == "installation" else shapes.fake_user(gh)
 
-    if route is not None and route.metered and gh.secondary_points_per_minute is not None:
+    limited = gh.secondary_points_per_minute is not None or gh.secondary_writes_per_minute is not None
+    if route is not None and route.metered and limited:
         throttled = _secondary_limit(gh, req.method)
         if throttled is not None:
             return throttled
@@ -573,24 +574,37 @@ SECONDARY_LIMIT_DOCS = (
 
 
 def _secondary_limit(gh: FakeGitHub, method: str) -> Response | None:
-    """Spend this request's points of the secondary rate limit, or GitHub's refusal once a minute's
-    points are spent: 403 (or 429) with retry-after, while the primary limit may have plenty left.
+    """Count this request against the secondary rate limits, or GitHub's refusal once a minute's
+    points (or content-creating requests) are spent: 403 (or 429) with retry-after, while the
+    primary limit may have plenty left.
     https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit"""
     now = time.time()
     spent = gh.state.secondary_spent
     while spent and spent[0][0] <= now - 60:
         spent.popleft()
-    points = 1 if method in ("GET", "HEAD", "OPTIONS") else 5
-    if sum(p for _, p in spent) + points <= gh.secondary_points_per_minute:
-        spent.append((now, points))
+    writes = method not in ("GET", "HEAD", "OPTIONS")
+    points = 5 if writes else 1
+    # For each limit: what a minute allows, what this request costs, and what each counted one cost.
+    limits = []
+    if gh.secondary_points_per_minute is not None:
+        limits.append((gh.secondary_points_per_minute, points, lambda entry: entry[1]))
+    if writes and gh.secondary_writes_per_minute is not None:
+        limits.append((gh.secondary_writes_per_minute, 1, lambda entry: int(entry[2])))
+    wait, refused = 0.0, False
+    for allowed, cost, cost_of in limits:
+        need = sum(cost_of(entry) for entry in spent) + cost - allowed
+        if need <= 0:
+            continue
+        freed, until = 0, 60.0  # seconds until enough of the last minute's requests expire
+        for entry in spent:
+            freed += cost_of(entry)
+            if freed >= need:
+                until = entry[0] + 60 - now
+                break
+        wait, refused = max(wait, until), True
+    if not refused:
+        spent.append((now, points, writes))
         return None
-    # Seconds until enough of the last minute's points expire for this request.
-    need, freed, wait = sum(p for _, p in spent) + points - gh.secondary_points_per_minute, 0, 60.0
-    for at, counted in spent:
-        freed += counted
-        if freed >= need:
-            wait = at + 60 - now
-            break
     body = {
         "message": "You have exceeded a secondary rate limit. "
         "Please wait a few minutes before you try again. If you reach out to GitHub Support "

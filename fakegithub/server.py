@@ -120,6 +120,9 @@ class FakeGitHub:
             # retry-after past it (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#calculating-points-for-the-secondary-rate-limit).
             # Off by default so benchmarks that count requests are not throttled.
             secondary_points_per_minute=None,
+            # Content-creating requests (POST, PATCH, PUT, DELETE) a minute, None: off; github.com
+            # allows 80 ("no more than 80 content-generating requests per minute"), same page.
+            secondary_writes_per_minute=None,
             secondary_limit_status=403,
             # The share of webhook deliveries lost on the way (0.0 to 1.0), or a predicate of the
             # Delivery saying whether it is lost. GitHub does not redeliver a failed delivery by itself

@@ -124,8 +124,8 @@ class State:
             self.requests: list[RecordedRequest] = []
             self.deliveries: list[Delivery] = []
             self.issued_tokens: dict[str, float] = {}
-            # (time, points) of the requests counted against the secondary rate limit.
-            self.secondary_spent: deque[tuple[float, int]] = deque()
+            # (time, points, content-creating) of the requests counted by the secondary rate limits.
+            self.secondary_spent: deque[tuple[float, int, bool]] = deque()
             self.rate_limit = DEFAULT_RATE_LIMIT
             self.rate_remaining = DEFAULT_RATE_LIMIT
             self.rate_reset = int(time.time()) + 3600

@@ -211,3 +211,12 @@ def test_a_predicate_chooses_which_deliveries_are_lost(fakegithub, receiver):
         ("completed", None),
     ]
     assert len(received) == 2
+
+
+def test_content_creation_limit_refuses_writes_and_lets_reads_through(fakegithub):
+    fakegithub.secondary_writes_per_minute = 1
+    assert dispatch(fakegithub).status_code == 204
+    refused = dispatch(fakegithub)
+    assert refused.status_code == 403
+    assert 55 <= int(refused.headers["retry-after"]) <= 60
+    assert all(call(fakegithub, "GET", "/repos/demo/pods").status_code == 200 for _ in range(3))
