@@ -97,8 +97,9 @@ class FakeGitHub:
             # Entries in a recursive tree listing before GitHub truncates it (it also stops at 7 MB).
             # https://docs.github.com/en/rest/git/trees#get-a-tree
             tree_entry_limit=tree_entry_limit,
-            # Branch protection of the default branch: None (unprotected) or {"bypass_app": bool}
-            # (whether the workflow's GitHub App, used when DEPLOY_APP_ID is set, is a bypass actor).
+            # Branch protection of the default branch: None (unprotected) or {"bypass_app": bool,
+            # "ruleset": bool} (whether the workflow's GitHub App, used when DEPLOY_APP_ID is set, is a
+            # bypass actor; whether a ruleset protects the branch rather than a protection rule).
             branch_protection=None,
             # Repository variables (`vars.*` in the workflow), e.g. DEPLOY_APP_ID.
             variables={},
@@ -193,13 +194,17 @@ class FakeGitHub:
 
     def push_refusal(self) -> str | None:
         """What GitHub answers when the workflow pushes spec.yml to the protected default branch
-        (None: the push lands). ``GITHUB_TOKEN`` is never a bypass actor; a GitHub App can be.
+        (None: the push lands): the first line of git's "remote: error:" refusal, GH006 for a
+        branch protection rule, GH013 for a ruleset (as in DefangLabs/defang#2280, yshavit/mdq#255).
+        ``GITHUB_TOKEN`` is never a bypass actor; a GitHub App can be.
         https://docs.github.com/en/repositories/configuring-branches-and-merges-in-your-repository/managing-rulesets/about-rulesets#about-rulesets
         """
         if self.branch_protection is None:
             return None
         if self.variables.get("DEPLOY_APP_ID") and self.branch_protection.get("bypass_app"):
             return None
+        if self.branch_protection.get("ruleset"):
+            return "GH013: Repository rule violations found for refs/heads/main."
         return "GH006: Protected branch update failed for refs/heads/main."
 
     # --- files ----------------------------------------------------------------------------------

@@ -220,3 +220,18 @@ def test_content_creation_limit_refuses_writes_and_lets_reads_through(fakegithub
     assert refused.status_code == 403
     assert 55 <= int(refused.headers["retry-after"]) <= 60
     assert all(call(fakegithub, "GET", "/repos/demo/pods").status_code == 200 for _ in range(3))
+
+
+# --- protected default branch ---------------------------------------------------------------------
+
+
+def test_push_refusal_names_the_protection_and_spares_a_bypass_app(fakegithub):
+    assert fakegithub.push_refusal() is None
+    fakegithub.branch_protection = {"bypass_app": True}
+    assert fakegithub.push_refusal() == "GH006: Protected branch update failed for refs/heads/main."
+    fakegithub.branch_protection = {"bypass_app": True, "ruleset": True}
+    assert fakegithub.push_refusal() == "GH013: Repository rule violations found for refs/heads/main."
+    fakegithub.variables["DEPLOY_APP_ID"] = "12345"
+    assert fakegithub.push_refusal() is None
+    fakegithub.branch_protection = {"bypass_app": False, "ruleset": True}
+    assert fakegithub.push_refusal().startswith("GH013")
