@@ -29,7 +29,24 @@ Control API (all thread-safe):
 * ``requests`` (``.method .path .query .headers .body .json .status``), ``count(method, path)``,
   ``clear_requests()``.
 * ``runs`` (API dicts plus ``inputs``, newest first), ``run(id)``, ``advance_run(id)``,
-  ``complete_run(id, conclusion="success")``.
+  ``complete_run(id, conclusion="success", outcome=None)`` (a ``RunOutcome``: the run ends as it
+  says, failed step and annotations included, without the workflow effect), ``rerun(id)``.
+  A run's jobs, steps and check-run annotations follow from its status and outcome
+  (``fakegithub.jobs``: the workflow file's steps; a failure without a named step fails at
+  "Terraform apply").
+* permissions (settings): ``installation_permissions`` (what the App installation and its tokens
+  may do; ``GET /app/installations/{id}`` shows them), ``installation_repositories`` and
+  ``token_repositories`` (None = all; another repository answers 404), ``fine_grained_permissions``
+  (for a ``github_pat_`` token, which gets no x-oauth-scopes). A route its token's permissions do
+  not cover answers 403 "Resource not accessible by integration" (or "by personal access token")
+  with ``x-accepted-github-permissions``.
+* secondary rate limits (settings, None = off): ``secondary_points_per_minute`` (GET 1, writes 5),
+  ``secondary_writes_per_minute``; past them ``secondary_limit_status`` (403 or 429) with
+  ``retry-after``.
+* ``webhook_loss`` (setting): the share of deliveries lost (0.0 to 1.0) or a predicate of the
+  ``Delivery``; a lost one is never posted nor retried (``error`` says so).
+* ``branch_protection`` ({"bypass_app": bool, "ruleset": bool} or None), ``variables``
+  ({"DEPLOY_APP_ID": ...}), ``push_refusal()``: what a push of spec.yml meets (GH006, GH013, None).
 * ``environment_reviewers`` (setting): apply and deploy runs wait in status "waiting" (a GitHub
   environment with required reviewers) until ``approve_environment(id)``; plan runs do not.
 * ``artifacts``: what completed runs uploaded (``fakegithub.artifacts``): ``for_run(id)``,
