@@ -55,6 +55,12 @@ def workflow(repo):
     return repo.get_workflow("deploy-pod.yml")
 
 
+def with_defaults(inputs: dict[str, str]) -> dict[str, str]:
+    """The inputs a run gets: those given, and the declared defaults of the others (as on GitHub)."""
+    declared = WorkflowDef.load().inputs.values()
+    return {**{i.name: i.default for i in declared if i.default is not None}, **inputs}
+
+
 def git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
@@ -230,7 +236,7 @@ def test_dispatch_with_return_run_details_returns_the_run(fakegithub, repo, work
     assert fetched.name == "Deploy pod"
     assert fetched.status == "queued"
     assert fetched.event == "workflow_dispatch"
-    assert fakegithub.runs[0]["inputs"] == INPUTS
+    assert fakegithub.runs[0]["inputs"] == with_defaults(INPUTS)
 
 
 def test_dispatch_without_request_id_renders_manual_in_the_title(fakegithub, workflow):
@@ -372,7 +378,7 @@ def test_workflow_effect_sees_the_run_inputs_and_decides_the_conclusion():
         workflow = client(gh).get_repo("demo/pods").get_workflow("deploy-pod.yml")
         run = workflow.create_dispatch("main", INPUTS, throw=True, return_run_details=True)
         assert gh.complete_run(run.id)["conclusion"] == "failure"
-        assert seen == [INPUTS]
+        assert seen == [with_defaults(INPUTS)]
         assert gh.files["out.txt"] == "acme"
 
 
