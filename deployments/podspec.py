@@ -29,9 +29,15 @@ PATH_COMPONENT_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?\Z", re.A
 INSTANCE_NAME_RE = re.compile(r"\A[a-z](?:[a-z0-9-]{1,61}[a-z0-9])\Z", re.ASCII)
 # The portal's DeploymentRequest key, as str(uuid.UUID) writes it.
 REQUEST_ID_RE = re.compile(r"\A[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.ASCII)
+# The workflow's plan_run_id: a GitHub run id (a positive 64-bit integer).
+PLAN_RUN_ID_RE = re.compile(r"\A[1-9][0-9]{0,19}\Z", re.ASCII)
 # SPECS_PATH in the workflow: relative, no "." or ".." components, nothing a shell or an
 # Actions output file could misread.
 SPECS_PATH_COMPONENT_RE = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9._-]{1,100}\Z", re.ASCII)
+
+# The workflow's action: plan and apply in one run (the default, as a hand dispatch does), plan
+# only (nothing committed or applied), or apply the plan saved by run plan_run_id.
+WORKFLOW_ACTIONS = ("deploy", "plan", "apply")
 
 DEFAULT_INSTANCE_TYPES = (
     *(f"t3.{size}" for size in ("micro", "small", "medium", "large", "xlarge", "2xlarge")),
@@ -195,6 +201,27 @@ def validate_request_id(value: object) -> str:
         raise ValueError(
             "request_id must be empty or a lowercase UUID such as 123e4567-e89b-42d3-a456-426614174000"
         )
+    return value
+
+
+def validate_action(value: object) -> str:
+    """The workflow's ``action``: deploy, plan or apply."""
+    if value not in WORKFLOW_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(WORKFLOW_ACTIONS)}")
+    return str(value)
+
+
+def validate_plan_run_id(value: object, action: object) -> str:
+    """The workflow's ``plan_run_id``: the plan run's id with action apply, else empty."""
+    if action != "apply":
+        if value != "":
+            raise ValueError("plan_run_id is only given with action apply")
+        return ""
+    if value == "":
+        raise ValueError("plan_run_id is required with action apply: the id of the plan run to apply")
+    value = _check_text(value, "plan_run_id")
+    if not PLAN_RUN_ID_RE.fullmatch(value):
+        raise ValueError("plan_run_id must be a workflow run id (digits)")
     return value
 
 
@@ -372,8 +399,9 @@ ENV_NAMES = {field: field.upper() for field in FIELDS}
 
 
 def _spec_from_env(environ: Mapping[str, str]) -> PodSpec:
-    """The spec from the workflow's environment, with REQUEST_ID and SPECS_PATH checked too:
-    the workflow writes them into a commit message and a step output."""
+    """The spec from the workflow's environment, with REQUEST_ID, SPECS_PATH, ACTION and
+    PLAN_RUN_ID checked too: the workflow writes them into a commit message, a step output,
+    an error message, and chooses its steps by them."""
     allowed = environ.get("ALLOWED_INSTANCE_TYPES")
     allowed_types = (
         [t.strip() for t in allowed.split(",") if t.strip()] if allowed else DEFAULT_INSTANCE_TYPES
@@ -393,6 +421,15 @@ def _spec_from_env(environ: Mapping[str, str]) -> PodSpec:
             check(environ.get(name.upper(), default))
         except ValueError as exc:
             errors[name] = str(exc)
+    action = environ.get("ACTION", "deploy")
+    try:
+        validate_action(action)
+    except ValueError as exc:
+        errors["action"] = str(exc)
+    try:
+        validate_plan_run_id(environ.get("PLAN_RUN_ID", ""), action)
+    except ValueError as exc:
+        errors["plan_run_id"] = str(exc)
     if errors:
         raise SpecError(errors)
     return spec

@@ -161,3 +161,55 @@ def test_nul_in_any_input_is_refused(name, capsys):
     environ = {**VALID, name: "ac\x00me"}
     assert podspec.main(["validate"], environ=environ) == 1
     assert f"invalid {name.lower()}:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"ACTION": "deploy"},
+        {"ACTION": "plan"},
+        {"ACTION": "plan", "PLAN_RUN_ID": ""},
+        {"ACTION": "apply", "PLAN_RUN_ID": "1"},
+        {"ACTION": "apply", "PLAN_RUN_ID": "18446744073709551615"},
+    ],
+    ids=repr,
+)
+def test_action_is_deploy_plan_or_apply_of_a_plan_run(extra):
+    result = run_cli("validate", **extra)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"ACTION": ""}, "invalid action: action must be one of deploy, plan, apply"),
+        ({"ACTION": "destroy"}, "invalid action: action must be one of deploy, plan, apply"),
+        ({"ACTION": "Apply"}, "invalid action:"),
+        ({"ACTION": "plan\n"}, "invalid action:"),
+        ({"ACTION": "apply"}, "invalid plan_run_id: plan_run_id is required with action apply"),
+        (
+            {"ACTION": "apply", "PLAN_RUN_ID": "12a"},
+            "invalid plan_run_id: plan_run_id must be a workflow run id",
+        ),
+        ({"ACTION": "apply", "PLAN_RUN_ID": "-1"}, "invalid plan_run_id:"),
+        ({"ACTION": "apply", "PLAN_RUN_ID": "0"}, "invalid plan_run_id:"),
+        ({"ACTION": "apply", "PLAN_RUN_ID": "1" * 21}, "invalid plan_run_id:"),
+        ({"ACTION": "apply", "PLAN_RUN_ID": "123\n"}, "invalid plan_run_id:"),
+        ({"ACTION": "apply", "PLAN_RUN_ID": "１２３"}, "invalid plan_run_id:"),
+        ({"ACTION": "apply", "PLAN_RUN_ID": "$(id)"}, "invalid plan_run_id:"),
+        (
+            {"ACTION": "plan", "PLAN_RUN_ID": "123"},
+            "invalid plan_run_id: plan_run_id is only given with action apply",
+        ),
+        ({"PLAN_RUN_ID": "123"}, "invalid plan_run_id: plan_run_id is only given with action apply"),
+    ],
+    ids=repr,
+)
+def test_validate_rejects_a_bad_action_or_plan_run_id(extra, message, tmp_path):
+    result = run_cli("validate", **extra)
+    assert result.returncode == 1
+    assert message in result.stderr
+    out = tmp_path / "spec.yml"
+    assert run_cli("render", "--out", str(out), **extra).returncode == 1
+    assert not out.exists()
