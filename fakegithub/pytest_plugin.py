@@ -26,11 +26,11 @@ from fakegithub.state import RunOutcome
 
 PROJECT_PODS = Path(__file__).resolve().parent.parent / "pods"
 
-# The artifacts deploy-pod.yml uploads: the plan summary the portal reads, and the saved plan an
-# apply run downloads (kept one day: a plan can hold sensitive values).
+# The artifacts deploy-pod.yml uploads: the plan summary the portal reads (kept a week), and the
+# saved plan an apply run downloads (kept one day: a plan can hold sensitive values).
 PLAN_SUMMARY_ARTIFACT, PLAN_SUMMARY_FILE = "plan-summary", "plan-summary.json"
 PLAN_ARTIFACT, PLAN_FILE = "tfplan", "tfplan"
-PLAN_RETENTION_DAYS = 1
+SUMMARY_RETENTION_DAYS, PLAN_RETENTION_DAYS = 7, 1
 PLAN_FORMAT = 1
 ACTIONS = ("deploy", "plan", "apply")
 
@@ -70,18 +70,23 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
             return _apply(gh, inputs["plan_run_id"], spec, path, message)
         applied, blob = _applied(gh, path)
         summary = terraform_model.plan_summary(applied, _values(spec), spec_blob=blob)
-        summary_artifact = {PLAN_SUMMARY_FILE: _json(summary)}
         if action == "plan":
             saved = {"format": PLAN_FORMAT, "spec": spec.as_dict(), "spec_blob": blob, "summary": summary}
             return RunOutcome(
                 "success",
-                artifacts={PLAN_SUMMARY_ARTIFACT: summary_artifact, PLAN_ARTIFACT: {PLAN_FILE: _json(saved)}},
-                retention_days={PLAN_ARTIFACT: PLAN_RETENTION_DAYS},
+                artifacts={
+                    PLAN_SUMMARY_ARTIFACT: {PLAN_SUMMARY_FILE: _json(summary)},
+                    PLAN_ARTIFACT: {PLAN_FILE: _json(saved)},
+                },
+                retention_days={
+                    PLAN_SUMMARY_ARTIFACT: SUMMARY_RETENTION_DAYS,
+                    PLAN_ARTIFACT: PLAN_RETENTION_DAYS,
+                },
             )
         refused = _commit(gh, path, podspec.render(spec), message)
         if refused is not None:
             return refused
-        return RunOutcome("success", artifacts={PLAN_SUMMARY_ARTIFACT: summary_artifact})
+        return _applied_with(summary)
 
 
 def _apply(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec, path: str, message: str) -> RunOutcome:
@@ -106,8 +111,15 @@ def _apply(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec, path: str, m
     refused = _commit(gh, path, podspec.render(spec), message)
     if refused is not None:
         return refused
+    return _applied_with(saved["summary"])
+
+
+def _applied_with(summary: dict) -> RunOutcome:
+    """A successful apply, publishing the summary of what it applied."""
     return RunOutcome(
-        "success", artifacts={PLAN_SUMMARY_ARTIFACT: {PLAN_SUMMARY_FILE: _json(saved["summary"])}}
+        "success",
+        artifacts={PLAN_SUMMARY_ARTIFACT: {PLAN_SUMMARY_FILE: _json(summary)}},
+        retention_days={PLAN_SUMMARY_ARTIFACT: SUMMARY_RETENTION_DAYS},
     )
 
 

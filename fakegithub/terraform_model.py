@@ -22,7 +22,9 @@ What it represents, as the AWS provider (~> 5.100) plans the module's resources:
   force replacement too (the listener's ``load_balancer_arn``, the target group attachment's
   ``target_group_arn``, the WAF association's ARNs); arguments that merely refer to a replaced
   resource (the instance's security groups, the listener's target group) change in place to
-  ``(known after apply)``; ``Name`` tags change in place (``tags`` and the provider's ``tags_all``).
+  ``(known after apply)`` (of a replaced resource only the arguments it sets are listed, as
+  deployments.plan.summarize lists them); ``Name`` tags change in place (``tags`` and the
+  provider's ``tags_all``).
 
 What it does not represent:
 
@@ -228,9 +230,13 @@ def plan_summary(before: PodValues | None, after: PodValues, *, spec_blob: str |
                 )
                 changes.append(_change(argument, was, KNOWN_AFTER_APPLY, argument in resource.force_new))
         replaced = any(change.get("forces_replacement") for change in changes)
+        if replaced:
+            # A replacement gets new ids anyway: its references becoming unknown are no news.
+            changes = [c for c in changes if c.get("forces_replacement") or c["after"] != KNOWN_AFTER_APPLY]
         action = "replace" if replaced else "update" if changes else "no-op"
         actions[address] = action
-        rows.append(_row(address, resource.type, action, changes))
+        # terraform show -json lists attributes in key order.
+        rows.append(_row(address, resource.type, action, sorted(changes, key=lambda c: c["attribute"])))
     return {
         "format": FORMAT,
         "pod": after.pod,

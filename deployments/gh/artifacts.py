@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
+from ..plan import MAX_SUMMARY_BYTES
 from .client import _call, _repo_url, state
 from .errors import GitHubAPIError
 
@@ -46,8 +47,6 @@ def plan_summary(run_id: int) -> bytes | None:
     ``GitHubError`` subclasses: GitHub failing or refusing, or an answer that is not a plan
     summary (too large, not a zip, no ``plan-summary.json`` in it).
     """
-    from deployments.plan import MAX_SUMMARY_BYTES
-
     if type(run_id) is not int or not 0 < run_id <= _MAX_ID:
         raise ValueError(f"not a run id: {run_id!r}")
     artifact_id = _newest_artifact(run_id, PLAN_SUMMARY_ARTIFACT)

@@ -17,6 +17,7 @@ import pytest
 import requests
 import yaml
 
+from deployments import plan
 from fakegithub import artifacts as fake_artifacts
 from fakegithub import terraform_model
 from fakegithub.terraform_model import PodValues
@@ -113,6 +114,7 @@ def test_plan_commits_nothing_and_leaves_the_summary_and_the_saved_plan(fakegith
         for key in ("created_at", "expires_at")
     )
     assert expires - created == 86400  # one day
+    assert found["plan-summary"]["expires_at"] > found["tfplan"]["expires_at"]
     summary = summary_of(api, run_id)
     assert summary["spec_blob"] == api("GET", f"/contents/{SPEC}").json()["sha"]
     assert (summary["format"], summary["pod"], summary["terraform_version"]) == (1, "acme/prod", "1.11.4")
@@ -324,6 +326,23 @@ def test_a_new_pod_creates_everything_from_no_spec(fakegithub, api):
     assert {row["action"] for row in summary["resources"]} == {"create"}
     assert len(summary["resources"]) == 7
     assert all(row["changes"] == [] for row in summary["resources"])
+
+
+@pytest.mark.parametrize(
+    ("change", "headline"),
+    [
+        ({"instance_type": "t3.large"}, "0 to add, 1 to change, 0 to replace, 0 to destroy"),
+        ({"waf_enabled": "false"}, "0 to add, 0 to change, 0 to replace, 2 to destroy"),
+        ({"instance_name": "acme-prod-api"}, "0 to add, 1 to change, 8 to replace, 0 to destroy"),
+        (
+            {"customer": "hooli", "instance_name": "hooli-prod-web"},
+            "9 to add, 0 to change, 0 to replace, 0 to destroy",
+        ),
+        ({}, "0 to add, 0 to change, 0 to replace, 0 to destroy"),
+    ],
+)
+def test_the_portal_reads_every_modelled_summary(fakegithub, api, change, headline):
+    assert plan.parse(json.dumps(planned(fakegithub, api, **change)).encode()).headline == headline
 
 
 def test_a_rename_within_the_short_name_keeps_the_load_balancer():
