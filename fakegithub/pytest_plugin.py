@@ -32,7 +32,6 @@ PLAN_SUMMARY_ARTIFACT, PLAN_SUMMARY_FILE = "plan-summary", "plan-summary.json"
 PLAN_ARTIFACT, PLAN_FILE = "tfplan", "tfplan"
 SUMMARY_RETENTION_DAYS, PLAN_RETENTION_DAYS = 7, 1
 PLAN_FORMAT = 1
-ACTIONS = ("deploy", "plan", "apply")
 
 # The workflow's step names, where a run fails.
 VALIDATE_STEP = "Validate inputs"
@@ -56,12 +55,12 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
     anything is applied, as scripts/deploy/commit-spec.sh does. Terraform's part is
     ``terraform_model``: the spec.yml on the branch stands for what was last applied.
     """
-    action = inputs.get("action") or "deploy"
+    action = inputs.get("action", "deploy")
     try:
         spec = podspec.validate({k: v for k, v in inputs.items() if k in podspec.FIELDS})
-    except podspec.SpecError:
-        return RunOutcome("failure", failed_step=VALIDATE_STEP)
-    if action not in ACTIONS:
+        podspec.validate_action(action)
+        podspec.validate_plan_run_id(inputs.get("plan_run_id", ""), action)
+    except ValueError:  # SpecError too
         return RunOutcome("failure", failed_step=VALIDATE_STEP)
     path = podspec.spec_path(gh.specs_path, spec.customer, spec.environment)
     message = f"Deploy {spec.pod} [{inputs.get('request_id') or 'manual'}]"
@@ -125,7 +124,7 @@ def _applied_with(summary: dict) -> RunOutcome:
 
 def _saved_plan(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec) -> tuple[dict | None, str]:
     """(the saved plan of run ``plan_run_id`` for ``spec``, "") or (None, why there is none)."""
-    run = gh.state.find_run(int(plan_run_id)) if plan_run_id.isdigit() else None
+    run = gh.state.find_run(int(plan_run_id))  # digits: checked by "Validate inputs"
     if run is None or run.inputs.get("action") != "plan":
         return None, f"Run {plan_run_id} is not a plan run of this repository's deploy workflow."
     if (run.inputs.get("customer"), run.inputs.get("environment")) != (spec.customer, spec.environment):

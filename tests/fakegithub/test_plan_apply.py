@@ -151,9 +151,7 @@ def test_a_stale_plan_is_what_the_run_s_check_run_annotations_say(fakegithub, ap
     assert "Stale plan" in [note["title"] for note in notes]
 
 
-@pytest.mark.parametrize(
-    "which", ["unknown run", "deploy run", "failed plan", "other pod", "expired", "empty"]
-)
+@pytest.mark.parametrize("which", ["unknown run", "deploy run", "failed plan", "other pod", "expired"])
 def test_apply_without_a_usable_saved_plan_fails_with_plan_not_found(fakegithub, api, which):
     if which == "unknown run":
         plan_id = 1
@@ -171,8 +169,7 @@ def test_apply_without_a_usable_saved_plan_fails_with_plan_not_found(fakegithub,
         if which == "expired":
             assert fakegithub.artifacts.expire(plan_id, "tfplan") == 1
     head = fakegithub.head_sha
-    given = "" if which == "empty" else str(plan_id)
-    apply_id = run_to_end(fakegithub, api, action="apply", plan_run_id=given)
+    apply_id = run_to_end(fakegithub, api, action="apply", plan_run_id=str(plan_id))
     assert fakegithub.run(apply_id)["conclusion"] == "failure"
     ended = outcome(fakegithub, apply_id)
     assert ended.failed_step == "Download the plan"
@@ -238,7 +235,13 @@ def test_a_github_app_that_bypasses_the_protection_commits(fakegithub, api):
 
 
 def test_invalid_inputs_fail_validation_in_every_mode(fakegithub, api):
-    for inputs in ({"action": "plan", "instance_type": "x9.huge"}, {"action": "destroy"}):
+    for inputs in (
+        {"action": "plan", "instance_type": "x9.huge"},
+        {"action": "destroy"},
+        {"action": "apply"},  # no plan_run_id
+        {"action": "apply", "plan_run_id": "12a"},
+        {"action": "plan", "plan_run_id": "12"},
+    ):
         run_id = run_to_end(fakegithub, api, **inputs)
         assert outcome(fakegithub, run_id).failed_step == "Validate inputs"
         assert listed(api, run_id) == {}
