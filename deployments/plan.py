@@ -220,7 +220,13 @@ def _quote(text: object) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _unsafe_index(text: str) -> int | None:
+    if text.isascii():  # the usual case, and ASCII's only such characters are its controls
+        match = _ASCII_CONTROL_RE.search(text)
+        return match.start() if match else None
     for index, char in enumerate(text):
         if unicodedata.category(char) in _UNSAFE_CATEGORIES:
             return index
@@ -352,7 +358,8 @@ def summarize(show: dict, *, pod: str = "", spec_blob: str | None = None) -> dic
     version = show.get("terraform_version")
     if not isinstance(version, str) or not _TERRAFORM_VERSION_RE.fullmatch(version):
         raise PlanSummaryError(f"terraform show -json gave no Terraform version ({_quote(version)})")
-    items = show.get("resource_changes") or []
+    items = show.get("resource_changes")
+    items = [] if items is None else items
     if not isinstance(items, list):
         raise PlanSummaryError("resource_changes must be a list")
     resources = sorted((_resource_change(item) for item in items), key=lambda r: r["address"])
@@ -717,8 +724,9 @@ def check_state(plan_file: str, current_state: bytes | str, pod: str) -> None:
 def check_spec(show: Mapping[str, Any], spec: podspec.PodSpec) -> None:
     """Raise SavedPlanError unless the saved plan was made from exactly ``spec`` (the root
     module's ``spec`` output, as planned)."""
-    outputs = show.get("planned_values", {}).get("outputs", {}) if isinstance(show, Mapping) else {}
-    planned = outputs.get("spec", {}).get("value") if isinstance(outputs, dict) else None
+    planned: object = show
+    for key in ("planned_values", "outputs", "spec", "value"):
+        planned = planned.get(key) if isinstance(planned, Mapping) else None
     if not isinstance(planned, dict):
         raise SavedPlanError(
             STALE_PLAN, f"{STALE_LEAD} The saved plan does not say which spec it was made from."
@@ -872,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--show-json", help="terraform show -json of the saved plan: checks the planned spec")
     cmd.add_argument("--spec", help="this run's rendered spec.yml (with --show-json)")
     cmd.add_argument("--state", help="terraform state pull output ('-': stdin): checks the state")
+    cmd.set_defaults(run=_cmd_check_saved)
     args = parser.parse_args(argv)
     if getattr(args, "show_json", None) and args.command == "check-saved" and not args.spec:
         parser.error("--show-json needs --spec")
