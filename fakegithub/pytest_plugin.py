@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments import podspec
+from deployments import plan, podspec
 from fakegithub import terraform_model
 from fakegithub._git import blob_sha
 from fakegithub.server import FakeGitHub
@@ -35,7 +35,7 @@ PLAN_FORMAT = 1
 
 # The workflow's step names, where a run fails.
 VALIDATE_STEP = "Validate inputs"
-DOWNLOAD_PLAN_STEP = "Download the plan"
+UNPACK_PLAN_STEP = "Unpack the plan"
 CHECK_PLAN_STEP = "Check the plan is current"
 COMMIT_STEP = "Commit spec.yml"
 
@@ -45,11 +45,13 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
 
     - ``deploy`` (the default, and a hand dispatch with the seed's inputs): validate, commit
       spec.yml, plan and apply; leaves the ``plan-summary`` artifact of what was applied;
-    - ``plan``: validate and plan, commit nothing; leaves ``plan-summary`` and ``tfplan`` (the
-      saved plan: the spec planned and the spec.yml blob it was planned from, kept one day);
-    - ``apply``: download the saved plan of run ``plan_run_id`` (a successful plan run of this
-      pod, not expired: else "Plan not found"), refuse it when the pod's spec.yml changed since
-      ("Stale plan"), commit the planned spec.yml and apply; leaves that plan's ``plan-summary``.
+    - ``plan``: validate and plan, commit nothing; leaves ``plan-summary`` (its ``spec_blob``:
+      the spec.yml planned against) and ``tfplan`` (the saved plan: the spec planned, kept a day);
+    - ``apply``: download run ``plan_run_id``'s saved plan and summary ("Plan not found" when
+      either is missing or expired, or is another pod's), refuse it ("Stale plan") when the
+      pod's spec.yml on the branch changed since or this run's spec is not the planned one —
+      the workflow's own checks, ``deployments.plan.check_summary`` and ``check_spec`` — then
+      commit spec.yml and apply; leaves the plan's ``plan-summary``.
 
     A commit the protected default branch refuses fails the run at "Commit spec.yml", before
     anything is applied, as scripts/deploy/commit-spec.sh does. Terraform's part is
@@ -70,7 +72,7 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
         applied, blob = _applied(gh, path)
         summary = terraform_model.plan_summary(applied, _values(spec), spec_blob=blob)
         if action == "plan":
-            saved = {"format": PLAN_FORMAT, "spec": spec.as_dict(), "spec_blob": blob, "summary": summary}
+            saved = {"format": PLAN_FORMAT, "spec": spec.as_dict()}
             return RunOutcome(
                 "success",
                 artifacts={
@@ -89,28 +91,32 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
 
 
 def _apply(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec, path: str, message: str) -> RunOutcome:
-    saved, why = _saved_plan(gh, plan_run_id, spec)
-    if saved is None:
-        return RunOutcome(
-            "failure",
-            failed_step=DOWNLOAD_PLAN_STEP,
-            annotations=[{"title": "Plan not found", "message": f"{why} Plan again."}],
+    """Apply mode, with the workflow's own checks of the saved plan (deployments.plan)."""
+    downloaded = _download_plan(gh, int(plan_run_id))  # digits: checked by "Validate inputs"
+    if downloaded is None:
+        why = (
+            f"The saved plan of run {plan_run_id} was not found: its tfplan or plan-summary artifact is "
+            f"missing, or expired (a saved plan is kept one day). Plan again; nothing was changed."
         )
-    _, blob = _applied(gh, path)
-    if blob != saved["spec_blob"]:
-        planned_from = _short(saved["spec_blob"])
-        detail = f"{path} on the branch is {_short(blob)}; run {plan_run_id} planned from {planned_from}."
-        return RunOutcome(
-            "failure",
-            failed_step=CHECK_PLAN_STEP,
-            annotations=[
-                {"title": "Stale plan", "message": f"The plan is out of date — plan again. {detail}"}
-            ],
-        )
+        return _refused(UNPACK_PLAN_STEP, plan.PLAN_NOT_FOUND, why)
+    saved, summary = downloaded
+    try:
+        plan.check_summary(plan.parse(summary), spec.pod, _applied(gh, path)[1])
+    except plan.SavedPlanError as exc:
+        return _refused(UNPACK_PLAN_STEP, exc.title, exc.message)
+    try:
+        # What `terraform show -json` of the saved plan says it was made from: the root's spec output.
+        plan.check_spec({"planned_values": {"outputs": {"spec": {"value": saved["spec"]}}}}, spec)
+    except plan.SavedPlanError as exc:
+        return _refused(CHECK_PLAN_STEP, exc.title, exc.message)
     refused = _commit(gh, path, podspec.render(spec), message)
     if refused is not None:
         return refused
-    return _applied_with(saved["summary"])
+    return _applied_with(summary)
+
+
+def _refused(step: str, title: str, message: str) -> RunOutcome:
+    return RunOutcome("failure", failed_step=step, annotations=[{"title": title, "message": message}])
 
 
 def _applied_with(summary: dict) -> RunOutcome:
@@ -122,25 +128,17 @@ def _applied_with(summary: dict) -> RunOutcome:
     )
 
 
-def _saved_plan(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec) -> tuple[dict | None, str]:
-    """(the saved plan of run ``plan_run_id`` for ``spec``, "") or (None, why there is none)."""
-    run = gh.state.find_run(int(plan_run_id))  # digits: checked by "Validate inputs"
-    if run is None or run.inputs.get("action") != "plan":
-        return None, f"Run {plan_run_id} is not a plan run of this repository's deploy workflow."
-    if (run.inputs.get("customer"), run.inputs.get("environment")) != (spec.customer, spec.environment):
-        return None, f"Run {plan_run_id} planned another pod, not {spec.pod}."
-    if (run.status, run.conclusion) != ("completed", "success"):
-        return None, f"Run {plan_run_id} did not plan successfully ({run.conclusion or run.status})."
-    kept = [a for a in gh.artifacts.for_run(run.id) if a.name == PLAN_ARTIFACT]
-    if not kept:
-        return None, f"Run {plan_run_id} left no saved plan."
-    if kept[-1].is_expired(time.time()):
-        return None, f"The saved plan of run {plan_run_id} expired (it is kept {PLAN_RETENTION_DAYS} day)."
-    with zipfile.ZipFile(io.BytesIO(kept[-1].archive)) as archive:
-        saved = json.loads(archive.read(PLAN_FILE))
-    if saved.get("spec") != spec.as_dict():
-        return None, f"Run {plan_run_id} planned another spec for {spec.pod} than this run's inputs."
-    return saved, ""
+def _download_plan(gh: FakeGitHub, run_id: int) -> tuple[dict, dict] | None:
+    """(the saved plan, its summary) that run ``run_id`` uploaded (its newest unexpired tfplan and
+    plan-summary artifacts, as actions/download-artifact finds them), or None."""
+    files = {}
+    for name, member in ((PLAN_ARTIFACT, PLAN_FILE), (PLAN_SUMMARY_ARTIFACT, PLAN_SUMMARY_FILE)):
+        kept = [a for a in gh.artifacts.for_run(run_id) if a.name == name and not a.is_expired(time.time())]
+        if not kept:
+            return None
+        with zipfile.ZipFile(io.BytesIO(kept[-1].archive)) as archive:
+            files[name] = json.loads(archive.read(member))
+    return files[PLAN_ARTIFACT], files[PLAN_SUMMARY_ARTIFACT]
 
 
 def _applied(gh: FakeGitHub, path: str) -> tuple[terraform_model.PodValues | None, str | None]:
@@ -187,10 +185,6 @@ def _values(spec: podspec.PodSpec) -> terraform_model.PodValues:
 
 def _json(data: dict) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode()
-
-
-def _short(sha: str | None) -> str:
-    return sha[:7] if sha else "no spec.yml (a new pod)"
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,7 @@ def test_apply_after_the_spec_moved_is_refused_as_a_stale_plan(fakegithub, api):
     assert fakegithub.run(apply_id)["conclusion"] == "failure"
     assert fakegithub.head_sha == head
     ended = outcome(fakegithub, apply_id)
+    assert ended.failed_step == "Unpack the plan"
     assert [a["title"] for a in ended.annotations] == ["Stale plan"]
     assert ended.annotations[0]["message"].startswith("The plan is out of date — plan again.")
     assert listed(api, apply_id) == {}
@@ -172,17 +173,22 @@ def test_apply_without_a_usable_saved_plan_fails_with_plan_not_found(fakegithub,
     apply_id = run_to_end(fakegithub, api, action="apply", plan_run_id=str(plan_id))
     assert fakegithub.run(apply_id)["conclusion"] == "failure"
     ended = outcome(fakegithub, apply_id)
-    assert ended.failed_step == "Download the plan"
+    assert ended.failed_step == "Unpack the plan"
     assert [a["title"] for a in ended.annotations] == ["Plan not found"]
     assert fakegithub.head_sha == head
 
 
-def test_apply_with_inputs_other_than_the_plan_s_finds_no_plan(fakegithub, api):
+def test_apply_with_inputs_other_than_the_plan_s_is_refused_as_stale(fakegithub, api):
     plan_id = run_to_end(fakegithub, api, action="plan", instance_type="t3.large")
+    head = fakegithub.head_sha
     apply_id = run_to_end(
         fakegithub, api, action="apply", plan_run_id=str(plan_id), instance_type="t3.2xlarge"
     )
-    assert [a["title"] for a in outcome(fakegithub, apply_id).annotations] == ["Plan not found"]
+    ended = outcome(fakegithub, apply_id)
+    assert ended.failed_step == "Check the plan is current"
+    assert [a["title"] for a in ended.annotations] == ["Stale plan"]
+    assert "instance_type t3.large planned, t3.2xlarge now" in ended.annotations[0]["message"]
+    assert fakegithub.head_sha == head
 
 
 def test_deploy_commits_and_publishes_the_summary_of_what_it_applied_without_a_saved_plan(fakegithub, api):
