@@ -4,9 +4,11 @@ import pytest
 
 from deployments import gh as portal_gh
 from deployments.gh import jobs
+from deployments.models import DeploymentRequest
 from fakegithub import FakeGitHub
 from fakegithub.pytest_plugin import PROJECT_PODS
 from fakegithub.state import RunOutcome
+from tests.helpers import form
 
 INPUTS = {
     "customer": "acme",
@@ -301,3 +303,30 @@ def test_a_bypass_app_commits_to_the_protected_branch(protected):
     assert protected.complete_run(run_id)["conclusion"] == "success"
     assert protected.files["pods/acme/prod/spec.yml"] == "committed\n"
     assert jobs.run_failure(run_id) is None
+
+
+def test_the_deploy_workflow_on_a_protected_branch_is_explained_end_to_end(gh, deployer_client, settings):
+    # The project's emulated workflow (deploy_pod), dispatched by the portal as a one-run deploy.
+    settings.AUTO_APPLY_ENVIRONMENTS = ["staging"]
+    gh.branch_protection = {"bypass_app": False, "ruleset": True}
+    edit = {
+        "customer": "acme",
+        "environment": "staging",
+        "instance_name": "acme-staging-web",
+        "instance_type": "t3.large",
+        "mode": "edit",
+    }
+    assert deployer_client.post("/deploy/", form(edit)).status_code == 302
+    run_id = DeploymentRequest.objects.get().run_id
+    head = gh.head_sha
+    assert gh.complete_run(run_id, conclusion="success")["conclusion"] == "failure"
+    assert gh.head_sha == head
+    failure = jobs.run_failure(run_id)
+    assert (failure.step, failure.title) == ("Commit spec.yml", "Protected branch")
+    assert "GH013: Repository rule violations found for refs/heads/main." in failure.message
+    error_type, message = jobs.describe_failure(failure, "failure")
+    assert error_type == "protected_branch"
+    assert message.startswith(
+        "GitHub refused the commit of spec.yml: the branch is protected. Nothing was applied. "
+        "Make a GitHub App a bypass actor"
+    )
