@@ -164,6 +164,7 @@ def transition(
     message: str = "",
     data: dict[str, Any] | None = None,
     attempt: int | None = None,
+    when: dict[str, Any] | None = None,
     **fields: Any,
 ) -> DeploymentEvent:
     """Move ``request`` to ``to``, set ``fields`` on it, and record the event, in one transaction.
@@ -173,10 +174,14 @@ def transition(
     the request meanwhile, the move is checked again from where it is now. With ``attempt``
     (a newer run attempt than the request has seen) the re-run moves apply instead of the
     table, and the update is also conditional on the request not having seen that attempt yet.
+    ``when`` adds conditions on other fields (e.g. ``{"applied_by": None}``: nobody started the
+    apply); when they no longer hold the move is refused.
     """
     model = type(request)
     expected = request.status
-    guard = {} if attempt is None else {"run_attempt__lt": attempt}
+    guard: dict[str, Any] = {} if attempt is None else {"run_attempt__lt": attempt}
+    for name, value in (when or {}).items():
+        guard[f"{name}__isnull" if value is None else name] = True if value is None else value
     if attempt is not None:
         fields["run_attempt"] = attempt
     # Bounded: the table has no cycle, so each retry sees a state further along (and a re-run
@@ -195,7 +200,10 @@ def transition(
                     setattr(request, name, value)
                 return _event(request, source, actor, message, data, from_status=expected, to_status=to)
         expected, seen = model.objects.values_list("status", "run_attempt").get(pk=request.pk)
-        if attempt is not None and seen >= attempt:
+        if (attempt is not None and seen >= attempt) or when:
+            # The attempt was recorded, or a condition of ``when`` no longer holds: if only the
+            # state had moved, the retry below would be checked from the new state, but a
+            # ``when`` move is only ever meant from the state the caller saw.
             request.status = expected
             raise IllegalTransition(request.pk, expected, to)
     raise IllegalTransition(request.pk, expected, to)  # pragma: no cover - unreachable on a DAG

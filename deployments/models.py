@@ -48,6 +48,13 @@ class DeploymentRequest(models.Model):
         EDIT = "edit", "Edit"
         NEW = "new", "New pod"
 
+    class Flow(models.TextChoices):
+        # Plan first, show the plan, apply it in a second run when someone presses Apply (or
+        # an Approver approves): the default for every pod.
+        REVIEW = "review", "Plan, review, apply"
+        # Plan and apply in one run (AUTO_APPLY_ENVIRONMENTS, and every request before review).
+        DEPLOY = "deploy", "Deploy in one run"
+
     Status = lifecycle.Status
     Conclusion = lifecycle.Conclusion
     ACTIVE_STATUSES = lifecycle.ACTIVE_STATUSES
@@ -88,6 +95,31 @@ class DeploymentRequest(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    flow = models.CharField(max_length=8, choices=Flow.choices, default=Flow.DEPLOY)
+    approval_required = models.BooleanField(
+        default=False, help_text="An Approver other than the requester must approve the plan"
+    )
+    # The plan run (flow "review"): run_id follows the plan run while planning, then the apply run.
+    plan_run_id = models.BigIntegerField(null=True, blank=True)
+    plan_run_url = models.URLField(max_length=500, blank=True)
+    plan_summary = models.JSONField(
+        null=True, blank=True, help_text="What Terraform will do (deployments.plan), read from the plan run"
+    )
+    planned_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The plan (or its approval) expires unless applied by then"
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_comment = models.TextField(blank=True)
+    # Who started the apply (the requester's Apply, or the approver's approval); set once, before
+    # the apply is dispatched, so two clicks never dispatch two applies.
+    applied_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+
     released_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -97,7 +129,13 @@ class DeploymentRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        permissions = [("release_lock", "Can release a stuck pod lock")]
+        permissions = [
+            ("release_lock", "Can release a stuck pod lock"),
+            (
+                "approve_deploymentrequest",
+                "Can approve or reject other people's plans for protected environments",
+            ),
+        ]
         constraints = [
             # At most one active request per pod, across every worker and host.
             models.UniqueConstraint(
@@ -143,6 +181,26 @@ class DeploymentRequest(models.Model):
     def run_link(self) -> str:
         """``run_url`` when it is a page of the repository on the configured GitHub, else ""."""
         return self.run_url if self.run_url and gh.is_run_url(self.run_url) else ""
+
+    @property
+    def plan_run_link(self) -> str:
+        return self.plan_run_url if self.plan_run_url and gh.is_run_url(self.plan_run_url) else ""
+
+    @property
+    def waits_for_people(self) -> bool:
+        """A plan waiting to be applied or approved: nothing runs on GitHub meanwhile."""
+        return (
+            self.status in (self.Status.PLANNED, self.Status.AWAITING_APPROVAL) and self.applied_by_id is None
+        )
+
+    @property
+    def is_running(self) -> bool:
+        """Active, and a run is (or is about to be) on its way on GitHub."""
+        return self.is_active and not self.waits_for_people
+
+    @property
+    def is_reviewed(self) -> bool:
+        return self.flow == self.Flow.REVIEW
 
     @property
     def failed(self) -> bool:

@@ -36,7 +36,7 @@ def request_for_run(run: RunState) -> DeploymentRequest | None:
         request = DeploymentRequest.objects.filter(idempotency_key=match.group(1)).first()
         if (
             request
-            and request.run_id in (None, run.run_id)
+            and (request.run_id in (None, run.run_id) or request.plan_run_id == run.run_id)
             and f"{request.pod} [{request.request_id}]" in run.display_title
         ):
             return request

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import logging
 import uuid
 from typing import Any
@@ -15,7 +16,9 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import gh, inventory, lifecycle, podspec, selectors
+from . import gh, inventory, lifecycle, notify, podspec, selectors
+from . import plan as terraform_plan
+from .gh import artifacts, jobs
 from .lifecycle import Source, Status
 from .models import DeploymentRequest
 
@@ -41,6 +44,20 @@ class PodLocked(Exception):
         self.holder = holder
 
 
+class ReviewRefused(Exception):
+    """An apply, approval, rejection or cancellation that may not happen (now, or by this user).
+
+    ``status`` is the HTTP status of the page: 403 (not yours to do), 409 (the request is not,
+    or no longer, in a state that allows it).
+    """
+
+    def __init__(self, message: str, *, status: int = 409, title: str = "Not possible now"):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.title = title
+
+
 class NothingToDeploy(Exception):
     """The submitted values are the pod's current spec."""
 
@@ -53,9 +70,31 @@ def _log_fields(request: DeploymentRequest, **more: Any) -> dict[str, Any]:
     return {"extra": {"deployment_request": request.pk, "pod": request.pod, **more}}
 
 
+def _matches(environment: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(environment, pattern.strip()) for pattern in patterns if pattern.strip())
+
+
+def review_policy(environment: str) -> tuple[DeploymentRequest.Flow, bool]:
+    """How a pod of ``environment`` is deployed: (flow, whether an Approver must approve).
+
+    Every pod is planned and reviewed first unless its environment is in AUTO_APPLY_ENVIRONMENTS;
+    an environment that needs approval is always reviewed, even if also listed for auto-apply.
+    """
+    approval = _matches(environment, settings.APPROVAL_REQUIRED_ENVIRONMENTS)
+    if not approval and _matches(environment, settings.AUTO_APPLY_ENVIRONMENTS):
+        return DeploymentRequest.Flow.DEPLOY, False
+    return DeploymentRequest.Flow.REVIEW, approval
+
+
 def workflow_inputs(*, spec: podspec.PodSpec, idempotency_key: uuid.UUID) -> dict[str, str]:
-    """The exact ``workflow_dispatch`` inputs for ``spec``: shown in the preview, then sent."""
-    return spec.workflow_inputs() | {"request_id": str(idempotency_key)}
+    """The exact ``workflow_dispatch`` inputs for ``spec``: shown in the preview, then sent.
+
+    ``action`` is ``plan`` for a reviewed pod (the apply is a second dispatch, of the same
+    inputs with ``action`` ``apply`` and the plan run's id) and ``deploy`` for a one-run deploy.
+    """
+    flow, _ = review_policy(spec.environment)
+    action = "plan" if flow == DeploymentRequest.Flow.REVIEW else "deploy"
+    return spec.workflow_inputs() | {"request_id": str(idempotency_key), "action": action}
 
 
 def deployment_request_create(
@@ -81,6 +120,7 @@ def deployment_request_create(
         return _same_submission(existing, inputs), False
     if current is not None and current.spec == spec:
         raise NothingToDeploy(spec.pod)
+    flow, approval_required = review_policy(spec.environment)
     try:
         with transaction.atomic():
             request = DeploymentRequest.objects.create(
@@ -95,6 +135,8 @@ def deployment_request_create(
                 spec_after=podspec.render(spec),
                 inputs=inputs,
                 idempotency_key=idempotency_key,
+                flow=flow,
+                approval_required=approval_required,
             )
             lifecycle.created(request, source=source, actor=user)
     except IntegrityError:
@@ -121,11 +163,36 @@ def deployment_request_dispatch(
 ) -> DeploymentRequest:
     """Trigger the deploy workflow for a pending request and record the outcome.
 
-    On failure the request is marked ``dispatch_failed`` with the error (which releases the
-    pod) and the portal's GitHubError is raised, carrying the request for the error page.
+    A reviewed request is dispatched in plan mode and becomes ``planning``; a one-run deploy
+    becomes ``dispatched``. On failure the request is marked ``dispatch_failed`` with the error
+    (which releases the pod) and the portal's GitHubError is raised, carrying the request for
+    the error page.
     """
+    planning = request.flow == DeploymentRequest.Flow.REVIEW
+    return _dispatch(
+        request,
+        inputs=request.inputs,
+        to=Status.PLANNING if planning else Status.DISPATCHED,
+        actor=actor,
+        source=source,
+        what="Plan run" if planning else "Workflow",
+    )
+
+
+def _dispatch(
+    request: DeploymentRequest,
+    *,
+    inputs: dict[str, str],
+    to: Status,
+    actor: User,
+    source: Source,
+    what: str,
+    exclude_run_ids: tuple[int, ...] = (),
+    data: dict[str, Any] | None = None,
+) -> DeploymentRequest:
+    """Dispatch the workflow once with ``inputs``, then move ``request`` to ``to`` with its run."""
     try:
-        result = gh.dispatch(inputs=request.inputs)
+        result = gh.dispatch(inputs=inputs, exclude_run_ids=exclude_run_ids)
     except gh.GitHubError as exc:
         _record_dispatch_failure(request, exc.error_type, exc.message, actor=actor, source=source)
         exc.context = {"deployment": request}
@@ -139,15 +206,15 @@ def deployment_request_dispatch(
         raise error from None
     run_url = result.run_url if result.run_url and gh.is_run_url(result.run_url) else ""
     run: dict[str, Any] = {"run_id": result.run_id, "run_url": run_url} if result.run_id else {}
-    facts = {"run_id": result.run_id, "correlated_by": result.correlated_by}
+    facts = {"run_id": result.run_id, "correlated_by": result.correlated_by, **(data or {})}
     with transaction.atomic():
         try:
             lifecycle.transition(
                 request,
-                Status.DISPATCHED,
+                to,
                 source=source,
                 actor=actor,
-                message="Workflow dispatched." if run else "Workflow dispatched; its run is not known yet.",
+                message=f"{what} dispatched." if run else f"{what} dispatched; its run is not known yet.",
                 data=facts,
                 dispatched_at=timezone.now(),
                 **run,
@@ -159,13 +226,14 @@ def deployment_request_dispatch(
                 request,
                 source=source,
                 actor=actor,
-                message="Workflow dispatched; GitHub had already reported its run.",
+                message=f"{what} dispatched; GitHub had already reported its run.",
                 data=facts,
             )
     request.refresh_from_db()
     logger.info(
-        "deployment request %s dispatched: run %s (%s)",
+        "deployment request %s dispatched (%s): run %s (%s)",
         request.pk,
+        inputs.get("action", "deploy"),
         result.run_id,
         result.correlated_by or "unknown",
         **_log_fields(request, run_id=result.run_id, outcome="dispatched"),
@@ -233,19 +301,18 @@ def deployment_request_apply_run(
     }
     with transaction.atomic():
         request = DeploymentRequest.objects.select_for_update().get(pk=request.pk)
+        if request.plan_run_id == run.run_id:
+            return False  # the plan run's late or repeated events: its outcome is recorded
         if request.run_id not in (None, run.run_id):
             return False  # the request follows another run: this one never rewrites it
         if run.run_attempt < request.run_attempt:
             return False  # a late event of an earlier attempt than the one followed
         rerun = run.run_attempt > request.run_attempt
-        links: dict[str, Any] = {}
-        if request.run_id is None:
-            links["run_id"] = run.run_id
-        if not request.run_url and gh.is_run_url(run.html_url):
-            links["run_url"] = run.html_url
-        if run.run_number and request.run_number != run.run_number:
-            links["run_number"] = run.run_number
-        if target and lifecycle.can_move(request.status, target, rerun=rerun):
+        links = _run_links(request, run)
+        if request.status == Status.PLANNING:
+            if not _record_plan_run(request, run, source=source, facts=facts, links=links):
+                return False
+        elif target and lifecycle.can_move(request.status, target, rerun=rerun):
             fields = dict(links)
             if target in (Status.IN_PROGRESS, Status.COMPLETED) and (rerun or not request.started_at):
                 fields["started_at"] = run.run_started_at or run.updated_at or timezone.now()
@@ -284,6 +351,9 @@ def deployment_request_apply_run(
                 )
             except lifecycle.IllegalTransition:
                 return False
+            else:
+                if target == Status.COMPLETED:
+                    _after_completion(request, run)
         elif links:
             DeploymentRequest.objects.filter(pk=request.pk).update(**links, updated_at=timezone.now())
             lifecycle.record(request, source=source, message="Run linked.", data=facts)
@@ -300,6 +370,179 @@ def deployment_request_apply_run(
     return True
 
 
+def _run_links(request: DeploymentRequest, run: gh.RunState) -> dict[str, Any]:
+    """The run's id, page and number, where the request does not have them yet."""
+    links: dict[str, Any] = {}
+    if request.run_id is None:
+        links["run_id"] = run.run_id
+    if not request.run_url and gh.is_run_url(run.html_url):
+        links["run_url"] = run.html_url
+    if run.run_number and request.run_number != run.run_number:
+        links["run_number"] = run.run_number
+    return links
+
+
+def _record_plan_run(
+    request: DeploymentRequest,
+    run: gh.RunState,
+    *,
+    source: Source,
+    facts: dict[str, Any],
+    links: dict[str, Any],
+) -> bool:
+    """Record the plan run of a ``planning`` request (the caller holds the row's lock).
+
+    A successful plan makes the request ``planned`` (then ``awaiting_approval`` where an
+    Approver must approve), moves the run to ``plan_run_*`` so the apply run can be followed
+    in ``run_*``, starts the plan's expiry clock, and reads the plan's summary once the
+    transaction is committed. A failed plan completes the request as a failure.
+    """
+    label = f"Plan run #{run.run_number}" if run.run_number else f"Plan run {run.run_id}"
+    if run.status != "completed":
+        if not links:
+            return False
+        DeploymentRequest.objects.filter(pk=request.pk).update(**links, updated_at=timezone.now())
+        lifecycle.record(request, source=source, message=f"{label} linked.", data=facts)
+        return True
+    now = timezone.now()
+    plan_run_url = links.get("run_url", request.run_url)
+    try:
+        if run.conclusion == lifecycle.Conclusion.SUCCESS:
+            lifecycle.transition(
+                request,
+                Status.PLANNED,
+                source=source,
+                message=f"{label} finished: the plan is ready for review.",
+                data=facts,
+                plan_run_id=run.run_id,
+                plan_run_url=plan_run_url,
+                run_id=None,
+                run_url="",
+                run_number=None,
+                run_attempt=1,
+                planned_at=now,
+                expires_at=now + dt.timedelta(minutes=settings.PLAN_TTL_MINUTES),
+            )
+            if request.approval_required:
+                lifecycle.transition(
+                    request,
+                    Status.AWAITING_APPROVAL,
+                    source=Source.SYSTEM,
+                    message=f"{request.environment} needs an Approver other than the requester.",
+                )
+                _notify(request, "awaiting_approval")
+            pk = request.pk
+            transaction.on_commit(lambda: _fetch_plan_after_commit(pk))
+        else:
+            conclusion = _conclusion(run.conclusion)
+            message = f"{label} did not succeed ({run.conclusion or 'no conclusion'}): nothing was applied."
+            lifecycle.transition(
+                request,
+                Status.COMPLETED,
+                source=source,
+                message=message,
+                data=facts,
+                conclusion=conclusion or lifecycle.Conclusion.FAILURE,
+                completed_at=run.updated_at or now,
+                started_at=request.started_at or run.run_started_at or now,
+                error_type="plan_failed",
+                error_message=message,
+                **links,
+            )
+            _after_completion(request, run)
+    except lifecycle.IllegalTransition:
+        return False
+    return True
+
+
+def _after_completion(request: DeploymentRequest, run: gh.RunState) -> None:
+    """Once the completion is committed: say why a failed run failed, then notify."""
+    pk, failed = request.pk, request.failed
+    if not failed:
+        _notify(request, "succeeded")
+        return
+    transaction.on_commit(lambda: _explain_failure(pk, run))
+
+
+def _explain_failure(pk: int, run: gh.RunState) -> None:
+    """Read which step of a failed run failed and its error annotation (2 GitHub requests, once),
+    keep the reason in words on the request, and notify with it."""
+    request = DeploymentRequest.objects.filter(pk=pk).first()
+    if request is None:
+        return
+    conclusion = run.conclusion or "failure"
+    try:
+        failure = jobs.run_failure(run.run_id, attempt=run.run_attempt)
+    except gh.GitHubError as exc:
+        logger.warning("request %s: why run %s failed is unknown: %s", pk, run.run_id, exc.message)
+        failure = None
+    error_type, message = jobs.describe_failure(failure, conclusion)
+    if request.error_type == "plan_failed" and error_type not in ("protected_branch", "stale_plan"):
+        error_type, message = "plan_failed", f"The plan failed; nothing was applied. {message}"
+    with transaction.atomic():
+        DeploymentRequest.objects.filter(pk=pk).update(
+            error_type=error_type or request.error_type, error_message=message, updated_at=timezone.now()
+        )
+        data: dict[str, Any] = {"error_type": error_type, "run_id": run.run_id}
+        if failure is not None:
+            data |= {"step": failure.step, "title": failure.title, "job_url": failure.job_url}
+        lifecycle.record(request, source=Source.SYSTEM, message=message, data=data)
+    request.refresh_from_db()
+    _notify(request, "failed")
+
+
+def _fetch_plan_after_commit(pk: int) -> None:
+    request = DeploymentRequest.objects.filter(pk=pk).first()
+    if request is not None:
+        deployment_request_fetch_plan(request=request)
+
+
+def deployment_request_fetch_plan(*, request: DeploymentRequest) -> bool:
+    """Read the finished plan run's summary and keep it on the request. Returns True if stored.
+
+    Done once, when the plan run completes (at most 3 GitHub requests); if GitHub failed to
+    answer, the request page and the sync try again, at most once a minute per request.
+    """
+    if request.plan_summary is not None or not request.plan_run_id:
+        return False
+    if not cache.add(f"plan-summary:{request.pk}", True, timeout=60):
+        return False
+    failure = ""
+    try:
+        raw = artifacts.plan_summary(request.plan_run_id)
+        summary = terraform_plan.parse(raw) if raw is not None else None
+    except gh.GitHubError as exc:
+        failure = f"Could not read the plan's summary from GitHub: {exc.message}"
+    except terraform_plan.PlanSummaryError as exc:
+        failure = f"The plan run's summary is not valid: {exc}"
+    else:
+        if summary is None:
+            failure = "The plan run left no summary (its plan-summary artifact is missing or expired)."
+    if failure:
+        logger.warning("request %s: %s", request.pk, failure, **_log_fields(request))
+        lifecycle.record(request, source=Source.SYSTEM, message=failure, data={"error_type": "plan_summary"})
+        return False
+    assert summary is not None
+    with transaction.atomic():
+        stored = DeploymentRequest.objects.filter(pk=request.pk, plan_summary__isnull=True).update(
+            plan_summary=summary.to_json(), updated_at=timezone.now()
+        )
+        if stored:
+            lifecycle.record(
+                request,
+                source=Source.SYSTEM,
+                message=f"Plan: {summary.headline}.",
+                data={"counts": summary.counts, "destructive": summary.destructive},
+            )
+    request.plan_summary = summary.to_json()
+    return bool(stored)
+
+
+def _notify(request: DeploymentRequest, event: str) -> None:
+    """Tell the people who follow deployments, after the transaction commits (never raises)."""
+    notify.request_changed(request, event)
+
+
 def deployment_request_find_run(*, request: DeploymentRequest) -> bool:
     """Look once more for the run of an active request dispatched without knowing it (GHES 3.20
     and older, a lost dispatch answer): GitHub creates runs asynchronously, seconds later.
@@ -310,10 +553,14 @@ def deployment_request_find_run(*, request: DeploymentRequest) -> bool:
     """
     if request.run_id or not request.is_active or request.status == Status.PENDING:
         return False
+    if request.status in EXPIRABLE and not request.applied_by_id:
+        return False  # no run to look for: the plan waits for a person
     if not cache.add(f"run-lookup:{request.pk}", True, timeout=settings.RUN_LOOKUP_INTERVAL_SECONDS):
         return False
     try:
-        run = gh.find_run(request_id=request.request_id, since=request.created_at)
+        run = gh.find_run(
+            request_id=request.request_id, since=request.created_at, exclude=_earlier_runs(request)
+        )
     except gh.GitHubError as exc:
         logger.warning("run lookup for request %s failed: %s", request.pk, exc.message)
         return False
@@ -396,19 +643,29 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
 
     Requests with a run are read by id; requests without one are looked up by their
     ``[request_id]``; a request whose run never appeared or stayed active longer than
-    RUN_STALE_AFTER_MINUTES is closed as ``stale``. Safe to run on several hosts at once.
+    RUN_STALE_AFTER_MINUTES after its last dispatch is closed as ``stale`` (a run held for
+    review by a GitHub environment waits up to GitHub's 30 days). A plan waiting for review
+    costs no GitHub call: it expires after PLAN_TTL_MINUTES. Safe to run on several hosts at once.
     """
     now = now or timezone.now()
-    stale_after = dt.timedelta(minutes=settings.RUN_STALE_AFTER_MINUTES)
-    counts = {"checked": 0, "updated": 0, "stale": 0, "errors": 0}
+    counts = {"checked": 0, "updated": 0, "stale": 0, "expired": 0, "errors": 0}
     for request in selectors.active_requests():
         counts["checked"] += 1
+        if deployment_request_expire_if_due(request=request, now=now):
+            counts["expired"] += 1
+            continue
+        if request.status in EXPIRABLE and not request.applied_by_id:
+            if request.plan_summary is None and deployment_request_fetch_plan(request=request):
+                counts["updated"] += 1
+            continue  # waiting for a person, not for GitHub
         run: gh.RunState | None
         try:
             if request.run_id:
                 run = _run_cheaply(request.run_id)
             else:
-                run = gh.find_run(request_id=request.request_id, since=request.created_at)
+                run = gh.find_run(
+                    request_id=request.request_id, since=request.created_at, exclude=_earlier_runs(request)
+                )
         except gh.GitHubError as exc:
             counts["errors"] += 1
             logger.warning("sync of request %s failed: %s", request.pk, exc.message)
@@ -416,7 +673,7 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
         if run and deployment_request_apply_run(request=request, run=run, source=Source.SYNC):
             counts["updated"] += 1
             request.refresh_from_db()
-        if request.is_active and now - request.created_at > stale_after:
+        if request.is_active and now - (request.dispatched_at or request.created_at) > _stale_after(request):
             minutes = settings.RUN_STALE_AFTER_MINUTES
             reason = (
                 f"The run stayed {request.get_status_display().lower()} for more than {minutes} minutes."
@@ -426,3 +683,229 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
             if deployment_request_mark_stale(request=request, reason=reason):
                 counts["stale"] += 1
     return counts
+
+
+# GitHub fails a deployment whose environment review is not given within 30 days.
+# https://docs.github.com/en/actions/managing-workflow-runs-and-deployments/managing-deployments/reviewing-deployments
+ENVIRONMENT_REVIEW_TIMEOUT = dt.timedelta(days=30)
+
+
+def _stale_after(request: DeploymentRequest) -> dt.timedelta:
+    stale_after = dt.timedelta(minutes=settings.RUN_STALE_AFTER_MINUTES)
+    if request.status == Status.WAITING:  # held by a GitHub environment's required reviewers
+        return max(stale_after, ENVIRONMENT_REVIEW_TIMEOUT)
+    return stale_after
+
+
+def _earlier_runs(request: DeploymentRequest) -> tuple[int, ...]:
+    """Runs of the request that are not the one looked for: its plan run, once planned."""
+    return (request.plan_run_id,) if request.plan_run_id else ()
+
+
+# --- review before apply: apply, approve, reject, cancel, expire ---------------------------------
+
+APPROVE_PERMISSION = "deployments.approve_deploymentrequest"
+# Before the apply is dispatched, a request may still be cancelled (or expire).
+CANCELLABLE = frozenset({Status.PLANNING, Status.PLANNED, Status.AWAITING_APPROVAL})
+EXPIRABLE = frozenset({Status.PLANNED, Status.AWAITING_APPROVAL})
+
+
+def _fresh(request: DeploymentRequest) -> DeploymentRequest:
+    request.refresh_from_db()
+    deployment_request_expire_if_due(request=request)
+    return request
+
+
+def _refuse_unless_status(
+    request: DeploymentRequest, allowed: frozenset[Status] | set[Status], doing: str
+) -> None:
+    if request.status in allowed and request.applied_by_id is None:
+        return
+    if request.status == Status.EXPIRED:
+        raise ReviewRefused(
+            f"The plan of request #{request.pk} expired: it was not applied within "
+            f"{settings.PLAN_TTL_MINUTES} minutes. Plan again from the pod's page.",
+            title="Plan expired",
+        )
+    if request.applied_by_id is not None and request.status in lifecycle.ACTIVE_STATUSES:
+        raise ReviewRefused(f"Request #{request.pk} is already being applied.", title="Already applied")
+    raise ReviewRefused(
+        f"Request #{request.pk} is {request.get_status_display().lower()}: it cannot be {doing} now.",
+        title="Not possible now",
+    )
+
+
+def deployment_request_apply(
+    *, request: DeploymentRequest, actor: Account, source: Source = Source.WEB
+) -> DeploymentRequest:
+    """Apply a reviewed request's plan: dispatch the workflow in apply mode with the plan run's id.
+
+    Only a ``planned`` request that needs no approval; by its requester or an Approver. Two
+    clicks (or two people) dispatch one apply: the first claims it by setting ``applied_by``.
+    Raises ReviewRefused, or GitHubError when the dispatch fails (the request is then
+    ``dispatch_failed``).
+    """
+    request = _fresh(request)
+    if request.approval_required and request.status in EXPIRABLE:
+        raise ReviewRefused(
+            f"{request.pod} needs an Approver's approval: the apply starts when another person approves it.",
+            status=403,
+            title="Approval required",
+        )
+    _refuse_unless_status(request, {Status.PLANNED}, "applied")
+    if actor.pk != request.requested_by_id and not actor.has_perm(APPROVE_PERMISSION):
+        raise ReviewRefused(
+            f"Only {request.requested_by} (who requested it) or an Approver can apply this plan.",
+            status=403,
+            title="Not your request",
+        )
+    claimed = DeploymentRequest.objects.filter(
+        pk=request.pk, status=Status.PLANNED, applied_by__isnull=True
+    ).update(applied_by=actor, updated_at=timezone.now())
+    if not claimed:
+        _refuse_unless_status(_fresh(request), set(), "applied")
+    request.applied_by = actor
+    return _dispatch_apply(request, actor=actor, source=source)
+
+
+def deployment_request_approve(
+    *, request: DeploymentRequest, actor: Account, comment: str = "", source: Source = Source.WEB
+) -> DeploymentRequest:
+    """Approve a plan awaiting approval and dispatch its apply (the approver's click)."""
+    request = _fresh(request)
+    _check_reviewer(request, actor)
+    _refuse_unless_status(request, {Status.AWAITING_APPROVAL}, "approved")
+    now = timezone.now()
+    try:
+        lifecycle.transition(
+            request,
+            Status.APPROVED,
+            source=source,
+            actor=actor,
+            message=f"Approved by {actor}." + (f" “{comment}”" if comment else ""),
+            data={"comment": comment} if comment else None,
+            when={"applied_by": None},
+            reviewed_by=actor,
+            reviewed_at=now,
+            review_comment=comment,
+            applied_by=actor,
+        )
+    except lifecycle.IllegalTransition:
+        _refuse_unless_status(_fresh(request), set(), "approved")
+    return _dispatch_apply(request, actor=actor, source=source)
+
+
+def deployment_request_reject(
+    *, request: DeploymentRequest, actor: Account, comment: str, source: Source = Source.WEB
+) -> DeploymentRequest:
+    """Reject a plan awaiting approval, with the reason; the pod is free again."""
+    if not comment.strip():
+        raise ReviewRefused(
+            "Say why the plan is rejected: the requester reads it.", status=400, title="Reason required"
+        )
+    request = _fresh(request)
+    _check_reviewer(request, actor)
+    _refuse_unless_status(request, {Status.AWAITING_APPROVAL}, "rejected")
+    now = timezone.now()
+    try:
+        lifecycle.transition(
+            request,
+            Status.REJECTED,
+            source=source,
+            actor=actor,
+            message=f"Rejected by {actor}: “{comment}”",
+            data={"comment": comment},
+            when={"applied_by": None},
+            reviewed_by=actor,
+            reviewed_at=now,
+            review_comment=comment,
+            completed_at=now,
+        )
+    except lifecycle.IllegalTransition:
+        _refuse_unless_status(_fresh(request), set(), "rejected")
+    _notify(request, "rejected")
+    return request
+
+
+def deployment_request_cancel(
+    *, request: DeploymentRequest, actor: Account, source: Source = Source.WEB
+) -> DeploymentRequest:
+    """Withdraw a request before its apply starts; by its requester, an Approver or staff."""
+    request = _fresh(request)
+    if actor.pk != request.requested_by_id and not (actor.is_staff or actor.has_perm(APPROVE_PERMISSION)):
+        raise ReviewRefused(
+            f"Only {request.requested_by} (who requested it), an Approver or an administrator can cancel it.",
+            status=403,
+            title="Not your request",
+        )
+    _refuse_unless_status(request, CANCELLABLE, "cancelled")
+    try:
+        lifecycle.transition(
+            request,
+            Status.CANCELLED,
+            source=source,
+            actor=actor,
+            message=f"Cancelled by {actor} before the apply; nothing was applied.",
+            when={"applied_by": None},
+            completed_at=timezone.now(),
+        )
+    except lifecycle.IllegalTransition:
+        _refuse_unless_status(_fresh(request), set(), "cancelled")
+    return request
+
+
+def deployment_request_expire_if_due(*, request: DeploymentRequest, now: dt.datetime | None = None) -> bool:
+    """Expire a plan (or a wait for approval) older than PLAN_TTL_MINUTES; frees the pod."""
+    now = now or timezone.now()
+    if (
+        request.status not in EXPIRABLE
+        or request.applied_by_id
+        or not request.expires_at
+        or request.expires_at > now
+    ):
+        return False
+    try:
+        lifecycle.transition(
+            request,
+            Status.EXPIRED,
+            source=Source.SYSTEM,
+            message=f"The plan was not applied within {settings.PLAN_TTL_MINUTES} minutes and expired; "
+            "nothing was applied. Plan again to deploy.",
+            when={"applied_by": None},
+            completed_at=now,
+        )
+    except lifecycle.IllegalTransition:
+        return False
+    _notify(request, "expired")
+    return True
+
+
+def _check_reviewer(request: DeploymentRequest, actor: Account) -> None:
+    if not actor.has_perm(APPROVE_PERMISSION):
+        raise ReviewRefused(
+            "Only members of the Approvers group can approve or reject plans.",
+            status=403,
+            title="Approvers only",
+        )
+    if actor.pk == request.requested_by_id:
+        raise ReviewRefused(
+            "You requested this deployment, so you cannot approve or reject it yourself: "
+            "another Approver must review it.",
+            status=403,
+            title="Self-approval is not allowed",
+        )
+
+
+def _dispatch_apply(request: DeploymentRequest, *, actor: Account, source: Source) -> DeploymentRequest:
+    assert request.plan_run_id is not None
+    inputs = request.inputs | {"action": "apply", "plan_run_id": str(request.plan_run_id)}
+    return _dispatch(
+        request,
+        inputs=inputs,
+        to=Status.DISPATCHED,
+        actor=actor,
+        source=source,
+        what="Apply run",
+        exclude_run_ids=(request.plan_run_id,),
+        data={"action": "apply", "plan_run_id": request.plan_run_id},
+    )

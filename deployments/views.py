@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
@@ -8,7 +10,7 @@ from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from . import gh, health, inventory, podspec, selectors, services
+from . import gh, health, inventory, plan, podspec, selectors, services
 from .forms import DeploymentForm
 from .models import DeploymentRequest
 
@@ -105,6 +107,7 @@ def deploy_preview(request):
     if not form.is_valid():
         return _invalid_form(request, form)
     spec = form.spec
+    review_flow, approval_required = services.review_policy(spec.environment)
     context = {
         "form": form,
         "spec": spec,
@@ -116,6 +119,8 @@ def deploy_preview(request):
         ),
         "unchanged": form.is_unchanged,
         "can_deploy": request.user.has_perm(DEPLOY_PERMISSION),
+        "review": review_flow == DeploymentRequest.Flow.REVIEW,
+        "approval_required": approval_required,
         "holder": selectors.active_request_for_pod(customer=spec.customer, environment=spec.environment),
     }
     return render(request, "deployments/preview.html", context)
@@ -165,14 +170,60 @@ def request_list(request):
     )
 
 
-@require_GET
-def request_detail(request, pk: int):
-    deployment = DeploymentRequest.objects.select_related("requested_by", "released_by").filter(pk=pk).first()
+def _deployment_or_404(pk: int) -> DeploymentRequest:
+    deployment = (
+        DeploymentRequest.objects.select_related("requested_by", "released_by", "reviewed_by", "applied_by")
+        .filter(pk=pk)
+        .first()
+    )
     if deployment is None:
         raise Http404(f"Request #{pk} does not exist.")
+    return deployment
+
+
+def _review_actions(user, deployment: DeploymentRequest) -> dict[str, bool]:
+    """Which of Apply, Approve/Reject and Cancel this user is offered on the request page."""
+    waiting = deployment.applied_by_id is None
+    mine = user.pk == deployment.requested_by_id
+    approver = user.has_perm(services.APPROVE_PERMISSION)
+    status = deployment.status
+    return {
+        "can_apply": waiting
+        and status == DeploymentRequest.Status.PLANNED
+        and not deployment.approval_required
+        and user.has_perm(DEPLOY_PERMISSION)
+        and (mine or approver),
+        "can_review": waiting
+        and status == DeploymentRequest.Status.AWAITING_APPROVAL
+        and approver
+        and not mine,
+        "own_approval": waiting and status == DeploymentRequest.Status.AWAITING_APPROVAL and mine,
+        "can_cancel": waiting and status in services.CANCELLABLE and (mine or approver or user.is_staff),
+    }
+
+
+def _plan_summary(stored: Any) -> plan.PlanSummary | None:
+    """The stored plan summary (checked when it was read from GitHub; checked again here)."""
+    if stored is None:
+        return None
+    try:
+        return plan.parse(stored)
+    except plan.PlanSummaryError:
+        return None
+
+
+@require_GET
+def request_detail(request, pk: int):
+    deployment = _deployment_or_404(pk)
+    if services.deployment_request_expire_if_due(request=deployment):
+        deployment.refresh_from_db()
     if services.deployment_request_find_run(request=deployment):
         deployment.refresh_from_db()
+    if deployment.plan_run_id and deployment.plan_summary is None:
+        services.deployment_request_fetch_plan(request=deployment)
     context = {
+        **_review_actions(request.user, deployment),
+        "plan": _plan_summary(deployment.plan_summary),
         "deployment": deployment,
         "events": selectors.request_events(deployment),
         "diff": podspec.diff(
@@ -183,6 +234,55 @@ def request_detail(request, pk: int):
         "actions_url": gh.actions_url(),
     }
     return render(request, "deployments/request_detail.html", context)
+
+
+# A review comment is read by people; a few paragraphs at most.
+MAX_COMMENT_CHARS = 2000
+
+
+def _review(request, pk: int, action, **kwargs) -> HttpResponse:
+    deployment = _deployment_or_404(pk)
+    if not request.user.has_perm(DEPLOY_PERMISSION):
+        raise PermissionDenied(
+            "You may browse pods but not deploy them. Ask an administrator to add you to the Deployers group."
+        )
+    try:
+        action(request=deployment, actor=request.user, **kwargs)
+    except services.ReviewRefused as exc:
+        error_type = {400: "validation", 403: "forbidden"}.get(exc.status, "conflict")
+        return error_page(
+            request,
+            status=exc.status,
+            error_type=error_type,
+            title=exc.title,
+            message=exc.message,
+            deployment=deployment,
+        )
+    return redirect(deployment)
+
+
+def _comment(request) -> str:
+    return request.POST.get("comment", "").strip()[:MAX_COMMENT_CHARS]
+
+
+@require_POST
+def request_apply(request, pk: int):
+    return _review(request, pk, services.deployment_request_apply)
+
+
+@require_POST
+def request_approve(request, pk: int):
+    return _review(request, pk, services.deployment_request_approve, comment=_comment(request))
+
+
+@require_POST
+def request_reject(request, pk: int):
+    return _review(request, pk, services.deployment_request_reject, comment=_comment(request))
+
+
+@require_POST
+def request_cancel(request, pk: int):
+    return _review(request, pk, services.deployment_request_cancel)
 
 
 @login_not_required

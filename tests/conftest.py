@@ -90,3 +90,11 @@ def deployer_client(client, deployer):
 def viewer_client(client, viewer):
     client.force_login(viewer)
     return client
+
+
+@pytest.fixture
+def review_flow(settings):
+    """The shipped review policy: every pod planned and reviewed, prod/production approved."""
+    settings.AUTO_APPLY_ENVIRONMENTS = []
+    settings.APPROVAL_REQUIRED_ENVIRONMENTS = ["prod", "production"]
+    return settings

@@ -21,5 +21,11 @@ os.environ.update(
         "GITHUB_WEBHOOK_SECRET": "",
         "GITHUB_API_URL": "http://127.0.0.1:9",
         "PORTAL_SANDBOX": "false",
+        # Most tests follow a request through the one-run deploy (plan and apply in one run),
+        # which AUTO_APPLY_ENVIRONMENTS keeps for listed environments. The review flow (plan,
+        # approval, apply: every pod by default) is tested with the shipped defaults restored,
+        # by the `review_flow` fixture (tests/conftest.py) and the review tests' own settings.
+        "AUTO_APPLY_ENVIRONMENTS": "*",
+        "APPROVAL_REQUIRED_ENVIRONMENTS": "",
     }
 )

@@ -147,8 +147,28 @@ def deployers_group() -> Group:
     return group
 
 
-def make_user(*, username: str, deployer: bool = False, staff: bool = False, superuser: bool = False) -> User:
+def approvers_group() -> Group:
+    """The Approvers group of the data migration; recreated after a transactional test's flush."""
+    group, created = Group.objects.get_or_create(name="Approvers")
+    if created:
+        codenames = ("add_deploymentrequest", "view_deploymentrequest", "approve_deploymentrequest")
+        group.permissions.add(
+            *Permission.objects.filter(content_type__app_label="deployments", codename__in=codenames)
+        )
+    return group
+
+
+def make_user(
+    *,
+    username: str,
+    deployer: bool = False,
+    approver: bool = False,
+    staff: bool = False,
+    superuser: bool = False,
+) -> User:
     user = User.objects.create_user(username=username, password="pw", is_staff=staff, is_superuser=superuser)
     if deployer:
         user.groups.add(deployers_group())
+    if approver:
+        user.groups.add(approvers_group())
     return user

@@ -98,7 +98,7 @@ def _dispatch_errors() -> dict[str, str]:
     }
 
 
-def dispatch(*, inputs: dict[str, str]) -> DispatchResult:
+def dispatch(*, inputs: dict[str, str], exclude_run_ids: tuple[int, ...] = ()) -> DispatchResult:
     """Trigger the deploy workflow once and find the run it created.
 
     Asks GitHub for the run in the dispatch answer (``return_run_details``). A server that
@@ -107,6 +107,7 @@ def dispatch(*, inputs: dict[str, str]) -> DispatchResult:
     (``run_id`` None): the caller shows the Actions page and the run sync fills it in later.
     A dispatch whose answer was lost (timeout, dropped connection, 5xx) may still have created
     the run: it is looked for before the failure is reported, and never sent again.
+    ``exclude_run_ids``: earlier runs of the same request (its plan run), never taken for this one.
     """
     workflow = state.client(writes=True).get_repo(settings.GH_REPO).get_workflow(settings.DEPLOY_WORKFLOW)
     api = settings.GITHUB_API_URL
@@ -126,14 +127,14 @@ def dispatch(*, inputs: dict[str, str]) -> DispatchResult:
                 state.note_run_details_refused(api)
             else:
                 if isinstance(run, bool):  # 204: a server that ignores the field
-                    return _correlate(request_id=request_id, since=started)
+                    return _correlate(request_id=request_id, since=started, exclude=exclude_run_ids)
                 return DispatchResult(run_id=run.id, run_url=run.html_url, correlated_by="run_details")
         workflow.create_dispatch(ref=settings.DEPLOY_REF, inputs=inputs, throw=True)
     except (GithubException, requests.exceptions.RequestException) as exc:
         logger.warning("Dispatch failed: %s", _describe(exc))
         error = _failure(exc, **_dispatch_errors())
         if _may_have_arrived(exc):
-            found = _correlate(request_id=request_id, since=started)
+            found = _correlate(request_id=request_id, since=started, exclude=exclude_run_ids)
             if found.run_id:
                 logger.warning(
                     "Dispatch answer was lost but run %s exists: treated as dispatched", found.run_id
@@ -144,7 +145,7 @@ def dispatch(*, inputs: dict[str, str]) -> DispatchResult:
                 "a run appears, before trying again."
             )
         raise error from None
-    return _correlate(request_id=request_id, since=started)
+    return _correlate(request_id=request_id, since=started, exclude=exclude_run_ids)
 
 
 def _may_have_arrived(exc: Exception) -> bool:
@@ -157,12 +158,12 @@ def _may_have_arrived(exc: Exception) -> bool:
     return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
-def _correlate(*, request_id: str, since: dt.datetime) -> DispatchResult:
+def _correlate(*, request_id: str, since: dt.datetime, exclude: tuple[int, ...] = ()) -> DispatchResult:
     deadline = time.monotonic() + settings.GITHUB_RUN_LOOKUP_SECONDS
     for pause in CORRELATE_POLL_INTERVALS:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         try:
-            run = find_run(request_id=request_id, since=since)
+            run = find_run(request_id=request_id, since=since, exclude=exclude)
         except GitHubError:
             run = None  # the dispatch went through; the sync finds the run later
         if run:
@@ -172,8 +173,9 @@ def _correlate(*, request_id: str, since: dt.datetime) -> DispatchResult:
     return DispatchResult(run_id=None, run_url=None, correlated_by="")
 
 
-def find_run(*, request_id: str, since: dt.datetime) -> RunState | None:
-    """The deploy run whose title carries ``[request_id]``, created since ``since`` (minus clock skew)."""
+def find_run(*, request_id: str, since: dt.datetime, exclude: tuple[int, ...] = ()) -> RunState | None:
+    """The deploy run whose title carries ``[request_id]``, created since ``since`` (minus clock
+    skew), other than the runs in ``exclude`` (the request's plan run, when the apply is looked for)."""
     if not request_id:
         return None
     marker = f"[{request_id}]"
@@ -192,7 +194,7 @@ def find_run(*, request_id: str, since: dt.datetime) -> RunState | None:
             run = run_state_from_payload(item)
         except (ValueError, KeyError, TypeError):
             continue  # not shaped like a run: not ours either
-        if marker in run.display_title and not foreign_run_reason(run):
+        if marker in run.display_title and run.run_id not in exclude and not foreign_run_reason(run):
             return run
     return None
 

@@ -16,7 +16,7 @@ from tests.helpers import (
     replay,
 )  # fmt: skip
 
-DEPLOY_BUTTON = '<button class="btn primary" type="submit">Deploy</button>'
+DEPLOY_BUTTON = '<button class="btn primary" type="submit">Deploy acme/prod</button>'
 
 
 def test_edit_page_is_prefilled_from_spec(gh, viewer_client):
@@ -42,6 +42,7 @@ def test_preview_shows_exact_inputs_and_diff(gh, deployer_client):
     assert response.context["inputs"] == {
         "customer": "acme", "environment": "prod", "instance_name": "acme-prod-web",
         "instance_type": "t3.large", "waf_enabled": "true", "request_id": data["idempotency_key"],
+        "action": "deploy",
     }  # fmt: skip
     assertContains(response, '<span class="del">-instance_type: t3.medium</span>', html=True)
     assertContains(response, '<span class="add">+instance_type: t3.large</span>', html=True)
@@ -84,6 +85,7 @@ def test_deploy_of_edit_dispatches_exact_inputs_and_redirects_to_run(gh, deploye
             "instance_type": "t3.large",
             "waf_enabled": "true",
             "request_id": data["idempotency_key"],
+            "action": "deploy",
         },
         "return_run_details": True,
     }

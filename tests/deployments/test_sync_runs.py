@@ -22,20 +22,20 @@ def sync(capsys) -> str:
 
 def test_sync_follows_a_run_without_webhooks(gh, deployed, capsys):
     gh.advance_run(deployed.run_id)
-    assert sync(capsys) == "checked 1, updated 1, marked stale 0, errors 0"
+    assert sync(capsys) == "checked 1, updated 1, marked stale 0, expired 0, errors 0"
     assert DeploymentRequest.objects.get().status == "in_progress"
     gh.advance_run(deployed.run_id)
     sync(capsys)
     deployed.refresh_from_db()
     assert (deployed.status, deployed.conclusion) == ("completed", "success")
-    assert sync(capsys) == "checked 0, updated 0, marked stale 0, errors 0"
+    assert sync(capsys) == "checked 0, updated 0, marked stale 0, expired 0, errors 0"
 
 
 def test_unchanged_run_is_a_free_conditional_request(gh, deployed, capsys):
     sync(capsys)
     remaining = gh.rate_limit["resources"]["core"]["remaining"]
     gh.clear_requests()
-    assert sync(capsys) == "checked 1, updated 0, marked stale 0, errors 0"
+    assert sync(capsys) == "checked 1, updated 0, marked stale 0, expired 0, errors 0"
     assert [r.status for r in gh.requests] == [304]
     assert gh.rate_limit["resources"]["core"]["remaining"] == remaining
 
@@ -44,7 +44,7 @@ def test_sync_after_webhook_changes_nothing(gh, client, deployed, capsys):
     gh.complete_run(deployed.run_id)
     for delivery in gh.deliveries:
         replay(client, delivery)
-    assert sync(capsys) == "checked 0, updated 0, marked stale 0, errors 0"
+    assert sync(capsys) == "checked 0, updated 0, marked stale 0, expired 0, errors 0"
     assert DeploymentRequest.objects.get().conclusion == "success"
 
 
@@ -56,7 +56,7 @@ def test_sync_finds_the_run_of_a_request_dispatched_without_one(gh, deployer_cli
     request = DeploymentRequest.objects.get()
     assert request.run_id is None
     time.sleep(0.6)
-    assert sync(capsys) == "checked 1, updated 1, marked stale 0, errors 0"
+    assert sync(capsys) == "checked 1, updated 1, marked stale 0, expired 0, errors 0"
     request.refresh_from_db()
     assert request.run_id == gh.runs[0]["id"]
     assert request.run_url == gh.runs[0]["html_url"]
@@ -79,7 +79,7 @@ def test_request_whose_run_never_appeared_is_closed_as_stale(gh, deployer, capsy
     DeploymentRequest.objects.filter(pk=request.pk).update(
         created_at=timezone.now() - dt.timedelta(minutes=61)
     )
-    assert sync(capsys) == "checked 1, updated 0, marked stale 1, errors 0"
+    assert sync(capsys) == "checked 1, updated 0, marked stale 1, expired 0, errors 0"
     request.refresh_from_db()
     assert (request.status, request.conclusion) == ("completed", "stale")
     assert request.error_message == "No workflow run appeared within 60 minutes of the request."
@@ -88,8 +88,10 @@ def test_request_whose_run_never_appeared_is_closed_as_stale(gh, deployer, capsy
 def test_run_active_beyond_the_timeout_is_stale(gh, deployed, capsys, settings):
     settings.RUN_STALE_AFTER_MINUTES = 30
     gh.advance_run(deployed.run_id)
-    DeploymentRequest.objects.filter(pk=deployed.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
-    assert sync(capsys) == "checked 1, updated 1, marked stale 1, errors 0"
+    an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+    # The stale clock runs from the last dispatch.
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(created_at=an_hour_ago, dispatched_at=an_hour_ago)
+    assert sync(capsys) == "checked 1, updated 1, marked stale 1, expired 0, errors 0"
     deployed.refresh_from_db()
     assert deployed.conclusion == "stale"
     assert deployed.error_message == "The run stayed in progress for more than 30 minutes."
@@ -97,7 +99,7 @@ def test_run_active_beyond_the_timeout_is_stale(gh, deployed, capsys, settings):
 
 def test_github_error_is_counted_and_request_kept(gh, deployed, capsys):
     gh.add_fault("GET", r"/actions/runs/", status=500)
-    assert sync(capsys) == "checked 1, updated 0, marked stale 0, errors 1"
+    assert sync(capsys) == "checked 1, updated 0, marked stale 0, expired 0, errors 1"
     assert DeploymentRequest.objects.get().status == "dispatched"
 
 
@@ -116,8 +118,10 @@ def test_stale_marking_is_safe_when_another_host_already_completed_it(gh, client
 def test_request_whose_run_lookup_keeps_failing_is_still_closed_when_too_old(gh, deployed, capsys, settings):
     settings.RUN_STALE_AFTER_MINUTES = 30
     gh.add_fault("GET", r"/actions/runs/", status=404, body={"message": "Not Found"})
-    DeploymentRequest.objects.filter(pk=deployed.pk).update(created_at=timezone.now() - dt.timedelta(hours=1))
-    assert sync(capsys) == "checked 1, updated 0, marked stale 1, errors 1"
+    an_hour_ago = timezone.now() - dt.timedelta(hours=1)
+    # The stale clock runs from the last dispatch.
+    DeploymentRequest.objects.filter(pk=deployed.pk).update(created_at=an_hour_ago, dispatched_at=an_hour_ago)
+    assert sync(capsys) == "checked 1, updated 0, marked stale 1, expired 0, errors 1"
     deployed.refresh_from_db()
     assert deployed.conclusion == "stale"
     assert deployed.error_message == "The run stayed dispatched for more than 30 minutes."

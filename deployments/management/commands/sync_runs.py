@@ -11,6 +11,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         counts = services.deployment_requests_sync()
-        self.stdout.write(
-            "checked {checked}, updated {updated}, marked stale {stale}, errors {errors}".format(**counts)
+        summary = (
+            "checked {checked}, updated {updated}, marked stale {stale}, expired {expired}, errors {errors}"
         )
+        self.stdout.write(summary.format(**counts))
