@@ -24,7 +24,14 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A proxy's id is kept only when it is short and plain, so it cannot forge log lines.
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _GITHUB_TOKEN = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})")
-SECRET_SETTINGS = ("SECRET_KEY", "GH_TOKEN", "GITHUB_APP_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET")
+SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "GH_TOKEN",
+    "GITHUB_APP_PRIVATE_KEY",
+    "GITHUB_WEBHOOK_SECRET",
+    "NOTIFY_SIGNING_SECRET",
+    "HEALTH_TOKEN",
+)
 REDACTED = "[redacted]"
 
 _current_request: ContextVar[HttpRequest | None] = ContextVar("portal_request", default=None)

@@ -3,7 +3,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache, caches
 
 from deployments import gh as portal_gh
-from deployments import health, inventory
+from deployments import health, inventory, notify
 from tests.helpers import make_user
 
 pytest_plugins = ["fakegithub.pytest_plugin"]
@@ -22,11 +22,13 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
 
 
 @pytest.fixture(autouse=True)
-def _no_health_probe_outlives_its_test():
+def _no_background_work_outlives_its_test():
     yield
     # A /health probe thread still running would read the next test's settings and reach (and
     # be counted by) its emulator.
     assert health.wait_for_probe(15)
+    # Likewise a notification still being sent would reach the next test's receiver.
+    assert notify.flush(15)
 
 
 @pytest.fixture(autouse=True)
