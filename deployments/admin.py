@@ -31,6 +31,15 @@ CSV_FIELDS = (
     "completed_at",
     "released_by",
     "release_reason",
+    "flow",
+    "approval_required",
+    "plan_run_id",
+    "plan_run_url",
+    "planned_at",
+    "reviewed_by",
+    "reviewed_at",
+    "review_comment",
+    "applied_by",
 )
 
 
@@ -85,9 +94,10 @@ class DeploymentRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("requested_by",)
     actions = ["export_csv", "release_lock"]
     inlines = [DeploymentEventInline]
-    # The stored URL is shown through run_link, which links only pages of the configured GitHub.
-    exclude = ("run_url",)
-    readonly_fields = ("run_link",)
+    # The stored URLs are shown through run_link and plan_run_link, which link only pages of the
+    # configured GitHub; the plan summary is shown on the request page.
+    exclude = ("run_url", "plan_run_url")
+    readonly_fields = ("run_link", "plan_run_link")
 
     @admin.display(description="pod", ordering="customer")
     def pod(self, obj):
@@ -101,13 +111,21 @@ class DeploymentRequestAdmin(ReadOnlyMixin, admin.ModelAdmin):
             '<a href="{}" rel="noopener" target="_blank">#{}</a>', obj.run_link, obj.run_number or obj.run_id
         )
 
+    @admin.display(description="plan run")
+    def plan_run_link(self, obj):
+        if not obj.plan_run_link:
+            return f"#{obj.plan_run_id}" if obj.plan_run_id else "-"
+        return format_html(
+            '<a href="{}" rel="noopener" target="_blank">#{}</a>', obj.plan_run_link, obj.plan_run_id
+        )
+
     @admin.action(description="Export selected requests as CSV")
     def export_csv(self, request, queryset):
         response = HttpResponse(content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="deployment-requests.csv"'
         writer = csv.writer(response)
         writer.writerow(CSV_FIELDS)
-        for row in queryset.select_related("requested_by", "released_by"):
+        for row in queryset.select_related("requested_by", "released_by", "reviewed_by", "applied_by"):
             writer.writerow([_csv_safe(getattr(row, field)) for field in CSV_FIELDS])
         return response
 

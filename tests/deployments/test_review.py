@@ -361,3 +361,17 @@ def test_run_held_by_a_github_environment_is_not_closed_as_stale(gh, deployer_cl
     assert deployment_requests_sync()["stale"] == 0
     request.refresh_from_db()
     assert request.status == "waiting"
+
+
+def test_admin_shows_who_reviewed_and_the_plan_run(gh, deployer_client, lead, admin_client):
+    request = plan(deployer_client, gh, EDIT_ACME_PROD)
+    logged_in_client(lead).post(f"/requests/{request.pk}/approve/", {"comment": "ok"})
+    page = admin_client.get(f"/admin/deployments/deploymentrequest/{request.pk}/change/")
+    assertContains(page, f">#{request.plan_run_id}</a>")
+    assertContains(page, "lead")
+    export = admin_client.post(
+        "/admin/deployments/deploymentrequest/", {"action": "export_csv", "_selected_action": [request.pk]}
+    )
+    header, row = export.content.decode().splitlines()[:2]
+    assert "reviewed_by" in header and "applied_by" in header
+    assert row.count("lead") == 2
