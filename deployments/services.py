@@ -309,6 +309,19 @@ def deployment_request_apply_run(
             return False  # a late event of an earlier attempt than the one followed
         rerun = run.run_attempt > request.run_attempt
         links = _run_links(request, run)
+        if rerun and request.is_reviewed and request.applied_by_id is None:
+            # A plan run re-run on GitHub after the request ended (its plan failed): the apply
+            # is the portal's to start, so the request is not reopened; plan again instead.
+            if request.events.filter(data__run_attempt=run.run_attempt, data__run_id=run.run_id).exists():
+                return False
+            lifecycle.record(
+                request,
+                source=source,
+                message=f"Plan run {run.run_id} was re-run on GitHub (attempt {run.run_attempt}); "
+                "the request stays closed: plan again from the portal to deploy.",
+                data=facts,
+            )
+            return True
         if request.status == Status.PLANNING:
             if not _record_plan_run(request, run, source=source, facts=facts, links=links):
                 return False

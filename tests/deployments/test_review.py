@@ -375,3 +375,17 @@ def test_admin_shows_who_reviewed_and_the_plan_run(gh, deployer_client, lead, ad
     header, row = export.content.decode().splitlines()[:2]
     assert "reviewed_by" in header and "applied_by" in header
     assert row.count("lead") == 2
+
+
+def test_a_failed_plan_re_run_on_github_does_not_reopen_the_request(gh, deployer_client):
+    deployer_client.post("/deploy/", form(STAGING))
+    request = DeploymentRequest.objects.get()
+    gh.complete_run(request.run_id, conclusion="failure")
+    position = deliver(deployer_client, gh)
+    gh.rerun(request.run_id)
+    gh.complete_run(request.run_id)
+    deliver(deployer_client, gh, position)
+    request.refresh_from_db()
+    assert (request.status, request.conclusion) == ("completed", "failure")
+    assert request.events.filter(message__contains="was re-run on GitHub (attempt 2)").count() == 1
+    assert len(dispatches(gh)) == 1
