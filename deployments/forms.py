@@ -1,3 +1,4 @@
+import re
 import uuid
 
 from django import forms
@@ -23,6 +24,11 @@ class DeploymentForm(forms.Form):
     waf_enabled = forms.BooleanField(required=False, label="WAF enabled")
     mode = forms.ChoiceField(choices=DeploymentRequest.Mode.choices, widget=forms.HiddenInput)
     idempotency_key = forms.UUIDField(widget=forms.HiddenInput)
+    # The blob SHA of the spec.yml the operator saw when the form was opened (empty for a new pod):
+    # a deploy against any other version is refused (lost-update protection).
+    expected_spec_sha = forms.RegexField(
+        regex=re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$"), required=False, widget=forms.HiddenInput
+    )
 
     def __init__(self, *args, listing: inventory.Listing | None = None, **kwargs):
         kwargs.setdefault("initial", {})
@@ -87,13 +93,27 @@ class DeploymentForm(forms.Form):
         return self.pod.text if self.pod else None
 
     @property
+    def expected_sha(self) -> str | None:
+        """The spec.yml blob the operator's values were written against: the SHA the form carried,
+        NO_SPEC for a new pod (spec.yml must not exist), None for an edit form without one (then
+        the pod's spec as the portal sees it now is the one expected)."""
+        if self.cleaned_data["mode"] == DeploymentRequest.Mode.NEW:
+            return inventory.NO_SPEC
+        return self.cleaned_data.get("expected_spec_sha") or None
+
+    @property
     def is_unchanged(self) -> bool:
         return bool(self.pod and self.pod.spec == self.spec)
 
     @classmethod
     def for_pod(cls, pod: inventory.Pod) -> "DeploymentForm":
         """The edit form, prefilled from the pod's spec (or what can be read of an invalid one)."""
-        initial = {"customer": pod.customer, "environment": pod.environment, "mode": "edit"}
+        initial = {
+            "customer": pod.customer,
+            "environment": pod.environment,
+            "mode": "edit",
+            "expected_spec_sha": pod.sha,
+        }
         if pod.spec:
             initial |= pod.spec.as_dict()
         return cls(initial=initial)

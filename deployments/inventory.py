@@ -24,6 +24,10 @@ from . import gh, podspec
 
 logger = logging.getLogger(__name__)
 
+# The SHA that stands for "no spec.yml": what a new pod's deploy expects to find (git's null
+# object id, as in a push that must create its ref).
+NO_SPEC = "0" * 40
+
 # Parallel blob fetches for a cold cache; the rest of the time nothing is fetched.
 BLOB_FETCH_WORKERS = 8
 
@@ -88,17 +92,21 @@ def _listing(base: str, sha: str) -> Listing | None:
     return listing
 
 
-def _load(*, revalidate: bool) -> Listing:
+def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     """The current listing: from the cache while fresh, else revalidated with one conditional call.
 
     Within INVENTORY_FRESH_SECONDS of the last check the cached listing is trusted without asking
-    GitHub; ``revalidate=False`` trusts it at any age (the deploy step, right after a preview,
-    so that the dispatch is its only GitHub request).
+    GitHub, unless ``fresh`` (the deploy's lost-update check: always one conditional call);
+    ``revalidate=False`` trusts it at any age.
     """
     base = _cache_key()
     meta = cache.get(f"{base}:meta")  # {"etag": ..., "sha": ..., "checked_at": ...}
     listing = _listing(base, meta["sha"]) if meta else None
-    if listing and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS):
+    if (
+        listing
+        and not fresh
+        and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS)
+    ):
         return listing
     tree = gh.get_spec_tree(
         etag=meta["etag"] if listing else None, known_sha=meta["sha"] if listing else None
@@ -121,9 +129,10 @@ def _load(*, revalidate: bool) -> Listing:
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
 
 
-def listing(*, revalidate: bool = True) -> Listing:
-    """The current listing, with a ``version`` that identifies its content."""
-    return _load(revalidate=revalidate)
+def listing(*, revalidate: bool = True, fresh: bool = False) -> Listing:
+    """The current listing, with a ``version`` that identifies its content; ``fresh``: checked
+    with GitHub now, whatever INVENTORY_FRESH_SECONDS allows (a 304, free, when unchanged)."""
+    return _load(revalidate=revalidate, fresh=fresh)
 
 
 def list_pods(*, revalidate: bool = True) -> list[Pod]:
@@ -133,6 +142,20 @@ def list_pods(*, revalidate: bool = True) -> list[Pod]:
 
 def get_pod(customer: str, environment: str, *, revalidate: bool = True) -> Pod | None:
     return _load(revalidate=revalidate).by_key.get(f"{customer}/{environment}")
+
+
+def spec_text(sha: str) -> str | None:
+    """The text of spec blob ``sha`` (any version, current or past), from the blob cache or one
+    GitHub call; None when it is larger than a spec may be, or ``sha`` is NO_SPEC."""
+    if sha == NO_SPEC:
+        return None
+    text = cache.get(f"blob:{sha}")
+    if text is None:
+        text = gh.get_blob_text(sha)
+        if len(text.encode("utf-8", "surrogatepass")) > podspec.MAX_SPEC_BYTES:
+            return None
+        cache.set(f"blob:{sha}", text, timeout=None)
+    return text
 
 
 def expire() -> None:

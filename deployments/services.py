@@ -58,6 +58,15 @@ class ReviewRefused(Exception):
         self.title = title
 
 
+class SpecChanged(Exception):
+    """The pod's spec.yml is not the version the operator's values were written against."""
+
+    def __init__(self, *, expected: str, current: inventory.Pod | None):
+        super().__init__("spec.yml changed since you opened it — review the new version.")
+        self.expected = expected
+        self.current = current
+
+
 class NothingToDeploy(Exception):
     """The submitted values are the pod's current spec."""
 
@@ -97,6 +106,13 @@ def workflow_inputs(*, spec: podspec.PodSpec, idempotency_key: uuid.UUID) -> dic
     return spec.workflow_inputs() | {"request_id": str(idempotency_key), "action": action}
 
 
+def spec_check(*, expected_spec_sha: str | None, current: inventory.Pod | None) -> None:
+    """Raise SpecChanged unless ``current`` (the pod as GitHub has it now; None: no spec.yml) is
+    the version ``expected_spec_sha`` names (inventory.NO_SPEC: none; None: anything goes)."""
+    if expected_spec_sha is not None and expected_spec_sha != (current.sha if current else inventory.NO_SPEC):
+        raise SpecChanged(expected=expected_spec_sha, current=current)
+
+
 def deployment_request_create(
     *,
     user: Account,
@@ -105,19 +121,23 @@ def deployment_request_create(
     current: inventory.Pod | None,
     idempotency_key: uuid.UUID,
     source: Source = Source.WEB,
+    expected_spec_sha: str | None = None,
 ) -> tuple[DeploymentRequest, bool]:
     """Record a request as ``pending`` before anything is sent to GitHub.
 
     Returns ``(request, created)``. A key seen before returns the first request, created
     False (a double click or a resubmitted form deploys once, even after it landed). Raises
-    AlreadySubmitted when the key was used for other values, NothingToDeploy when ``spec`` is
-    the pod's ``current`` spec, and PodLocked when the pod already has an active request (a
+    AlreadySubmitted when the key was used for other values, SpecChanged when
+    ``expected_spec_sha`` (the blob the values were written against; inventory.NO_SPEC for a new
+    pod; None: no check) is not the ``current`` spec's, NothingToDeploy when ``spec`` is the
+    pod's ``current`` spec, and PodLocked when the pod already has an active request (a
     database constraint makes that hold across workers).
     """
     inputs = workflow_inputs(spec=spec, idempotency_key=idempotency_key)
     existing = selectors.request_by_key(idempotency_key)
     if existing:
         return _same_submission(existing, inputs), False
+    spec_check(expected_spec_sha=expected_spec_sha, current=current)
     if current is not None and current.spec == spec:
         raise NothingToDeploy(spec.pod)
     flow, approval_required = review_policy(spec.environment)

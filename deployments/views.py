@@ -101,11 +101,46 @@ def _invalid_form(request, form: DeploymentForm) -> HttpResponse:
     return render(request, "deployments/pod_form.html", {"form": form, "mode": mode}, status=400)
 
 
+def _spec_changed(request, form: DeploymentForm, exc: services.SpecChanged) -> HttpResponse:
+    """409 with the three versions: the spec the operator saw, the one in git now, and theirs,
+    and their values in a form against the new version (nothing was dispatched)."""
+    spec, current = form.spec, exc.current
+    path = podspec.spec_path(settings.SPECS_PATH, spec.customer, spec.environment)
+    try:
+        seen = inventory.spec_text(exc.expected)
+    except gh.GitHubError:
+        seen = None
+    now = current.text if current else ""
+    asked = podspec.render(spec)
+    values = {
+        **spec.as_dict(),
+        "mode": form.cleaned_data["mode"],
+        "expected_spec_sha": current.sha if current else "",
+    }
+    context = {
+        "spec": spec,
+        "expected": exc.expected,
+        "current": current,
+        "seen": seen,
+        "now": now,
+        "asked": asked,
+        "changed_meanwhile": podspec.diff(seen, now, path=path) if seen is not None else "",
+        "your_change": podspec.diff(now or None, asked, path=path),
+        "reopen": DeploymentForm(initial=values),
+        "mode": form.cleaned_data["mode"],
+    }
+    return render(request, "deployments/spec_changed.html", context, status=409)
+
+
 @require_POST
 def deploy_preview(request):
     form = DeploymentForm(request.POST, listing=inventory.listing())
     if not form.is_valid():
         return _invalid_form(request, form)
+    try:
+        services.spec_check(expected_spec_sha=form.expected_sha, current=form.pod)
+    except services.SpecChanged as exc:
+        return _spec_changed(request, form, exc)
     spec = form.spec
     review_flow, approval_required = services.review_policy(spec.environment)
     context = {
@@ -132,8 +167,10 @@ def deploy(request):
         raise PermissionDenied(
             "You may browse pods but not deploy them. Ask an administrator to add you to the Deployers group."
         )
-    # The preview just refreshed the inventory: trusting it keeps the dispatch the only GitHub call.
-    form = DeploymentForm(request.POST, listing=inventory.listing(revalidate=False))
+    # Lost-update protection: the pod's spec is checked against GitHub now (one conditional
+    # request, a free 304 when nothing was committed since the last check), so a commit since the
+    # form was opened is seen; the dispatch is the only other GitHub call.
+    form = DeploymentForm(request.POST, listing=inventory.listing(fresh=True))
     if not form.is_valid():
         return _invalid_form(request, form)
     try:
@@ -143,7 +180,10 @@ def deploy(request):
             mode=form.cleaned_data["mode"],
             current=form.pod,
             idempotency_key=form.cleaned_data["idempotency_key"],
+            expected_spec_sha=form.expected_sha,
         )
+    except services.SpecChanged as exc:
+        return _spec_changed(request, form, exc)
     except services.NothingToDeploy as exc:
         return error_page(
             request, status=400, error_type="validation", title="Nothing to Deploy", message=str(exc)

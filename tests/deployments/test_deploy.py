@@ -101,12 +101,16 @@ def test_deploy_of_edit_dispatches_exact_inputs_and_redirects_to_run(gh, deploye
     assert f'href="{run["html_url"]}"' in page
 
 
-def test_deploy_happy_path_makes_one_github_request_after_preview(gh, deployer_client):
+def test_deploy_happy_path_makes_one_paid_github_request_after_preview(gh, deployer_client):
     data = form(EDIT_ACME_PROD)
     deployer_client.post("/deploy/preview/", data)
     gh.clear_requests()
     deployer_client.post("/deploy/", data)
-    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in gh.requests] == [("POST", "dispatches")]
+    # The lost-update check (a conditional request: 304, free of rate limit), then the dispatch.
+    assert [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in gh.requests] == [
+        ("GET", "main", 304),
+        ("POST", "dispatches", 200),
+    ]
 
 
 def test_deploy_of_new_pod(gh, deployer_client):
