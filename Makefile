@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Reinstall whenever a requirements file changes.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench browser nginx test-postgres
+.PHONY: run test lint bench browser nginx oidc-provider test-postgres
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ lint: $(STAMP)
 	DJANGO_DEBUG=true DJANGO_SECRET_KEY= $(PY) -m mypy
 
 # Every test on SQLite (browser tests included), then the database tests again on PostgreSQL.
-test: lint browser nginx
+test: lint browser nginx oidc-provider
 	$(PY) -m pytest -n 2
 	$(MAKE) --no-print-directory test-postgres
 
 browser:
 	@scripts/ensure_chromium.sh
+
+# The OpenID Provider the sign-in tests run (tests/oidc: npm's oidc-provider, from its lock file).
+oidc-provider:
+	@tests/oidc/ensure_provider.sh
 
 # nginx for tests/production/test_slow_clients.py (deploy/nginx/portal.conf in front of gunicorn).
 nginx:

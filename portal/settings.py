@@ -40,7 +40,11 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",
     "csp",
+    "rest_framework",
+    "drf_spectacular",
     "deployments",
+    "accounts",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -66,6 +70,8 @@ AUTHENTICATION_BACKENDS = [
     # First: refuses any sign-in of a locked-out username and address before a password is checked.
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # Single sign-on with the company's OpenID Provider (accounts/oidc.py); inert without OIDC_ISSUER.
+    "accounts.oidc.PortalOIDCBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -246,6 +252,49 @@ PORTAL_URL = env.str("PORTAL_URL", default="")
 # --- end of notifications ---
 
 PORTAL_SANDBOX = env.bool("PORTAL_SANDBOX", default=False)
+
+# --- single sign-on (accounts/oidc.py, mozilla-django-oidc) ---
+# The OpenID Provider's issuer (e.g. https://company.okta.com); its endpoints come from the
+# discovery document (OIDC_DISCOVERY_URL, default <issuer>/.well-known/openid-configuration).
+# With OIDC_ISSUER and OIDC_CLIENT_ID set the login page leads with the provider; local
+# accounts still sign in with a password (break-glass admin).
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="").rstrip("/")
+OIDC_DISCOVERY_URL = env.str("OIDC_DISCOVERY_URL", default="")
+OIDC_RP_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
+# The claim (ID token or UserInfo) listing the person's groups, and how they map to the
+# portal's groups at every sign-in: "idp-group=Deployers,other-group=Approvers,admins=staff".
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_GROUP_MAP = env.str("OIDC_GROUP_MAP", default="")
+# Shown on the login button: "Sign in with <name>".
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="your company account")
+OIDC_TIMEOUT = env.int("OIDC_TIMEOUT", default=10)
+OIDC_USE_PKCE = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+# --- end of single sign-on ---
+
+# --- API (api/, Django REST framework + drf-spectacular) ---
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.auth.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pod Deployment Portal API",
+    "DESCRIPTION": "Deploy pods through the portal's review, lock, idempotency and audit trail.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# A personal API token's longest life, in days (a service token may have none).
+API_TOKEN_MAX_DAYS = env.int("API_TOKEN_MAX_DAYS", default=365)
+# --- end of API ---
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOGGING = {
