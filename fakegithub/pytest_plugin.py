@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -32,9 +33,13 @@ PLAN_SUMMARY_ARTIFACT, PLAN_SUMMARY_FILE = "plan-summary", "plan-summary.json"
 PLAN_ARTIFACT, PLAN_FILE = "tfplan", "tfplan"
 SUMMARY_RETENTION_DAYS, PLAN_RETENTION_DAYS = 7, 1
 PLAN_FORMAT = 1
+# expected_spec_sha for a pod that must not exist yet: git's null object id.
+NO_SPEC = "0" * 40
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 # The workflow's step names, where a run fails.
 VALIDATE_STEP = "Validate inputs"
+CHECK_SPEC_STEP = "Check spec.yml is unchanged"
 UNPACK_PLAN_STEP = "Unpack the plan"
 CHECK_PLAN_STEP = "Check the plan is current"
 COMMIT_STEP = "Commit spec.yml"
@@ -53,6 +58,9 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
       the workflow's own checks, ``deployments.plan.check_summary`` and ``check_spec`` — then
       commit spec.yml and apply; leaves the plan's ``plan-summary``.
 
+    In every mode, a non-empty ``expected_spec_sha`` (the blob of spec.yml the portal's operator
+    saw; NO_SPEC: no spec.yml) that is not the branch's fails the run at "Check spec.yml is
+    unchanged" with a "Spec changed" annotation, before anything is planned, committed or applied.
     A commit the protected default branch refuses fails the run at "Commit spec.yml", before
     anything is applied, as scripts/deploy/commit-spec.sh does. Terraform's part is
     ``terraform_model``: the spec.yml on the branch stands for what was last applied.
@@ -67,6 +75,9 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
     path = podspec.spec_path(gh.specs_path, spec.customer, spec.environment)
     message = f"Deploy {spec.pod} [{inputs.get('request_id') or 'manual'}]"
     with gh.state.lock:
+        changed = _spec_changed(gh, path, inputs.get("expected_spec_sha", ""))
+        if changed is not None:
+            return changed
         if action == "apply":
             return _apply(gh, inputs["plan_run_id"], spec, path, message)
         applied, blob = _applied(gh, path)
@@ -113,6 +124,29 @@ def _apply(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec, path: str, m
     if refused is not None:
         return refused
     return _applied_with(summary)
+
+
+def _spec_changed(gh: FakeGitHub, path: str, expected: str) -> RunOutcome | None:
+    """The workflow's lost-update check (``git rev-parse HEAD:<path>`` against expected_spec_sha):
+    a failed run with an ``::error title=Spec changed::`` annotation when spec.yml on the branch is
+    not the version expected; None when it is, or nothing was expected (a hand dispatch).
+    https://docs.github.com/en/actions/reference/workflows-and-actions/workflow-commands#setting-an-error-message
+    """
+    if not expected:
+        return None
+    if not _OBJECT_ID.fullmatch(expected):
+        why = "expected_spec_sha is not a git object id (40 or 64 hexadecimal digits). Nothing was changed."
+        return _refused(CHECK_SPEC_STEP, "Invalid input", why)
+    current = gh.state.head_files().get(path)
+    found = blob_sha(current) if current is not None else NO_SPEC
+    if found == expected:
+        return None
+    now = f"it is now {found[:7]}" if current is not None else "it no longer exists"
+    why = (
+        f"spec.yml changed since you opened it: {path} was {expected[:7]} when the request was made, "
+        f"{now}. Nothing was changed. Review the new version in the portal and deploy again."
+    )
+    return _refused(CHECK_SPEC_STEP, "Spec changed", why)
 
 
 def _refused(step: str, title: str, message: str) -> RunOutcome:

@@ -160,6 +160,12 @@ def describe_failure(failure: RunFailure | None, conclusion: str) -> tuple[str, 
         advice = failure.message.split("Nothing was applied.", 1)[-1].strip()
         words = "GitHub refused the commit of spec.yml: the branch is protected. Nothing was applied."
         return "protected_branch", f"{words} {advice}".strip()
+    if title == "spec changed":
+        return (
+            "spec_changed",
+            "spec.yml changed since you opened it — review the new version: the workflow found another "
+            f"version on the branch and changed nothing. {failure.message}".strip(),
+        )
     if title == "stale plan":
         return "stale_plan", f"The plan is out of date — plan again. {failure.message}".strip()
     if failure.message:

@@ -1,13 +1,20 @@
 """Lost-update protection: a deploy against a spec.yml that changed since the form was opened is
 refused by the portal (409, nothing dispatched) and by the workflow itself."""
 
+import dataclasses
 import re
+import uuid
 
+import pytest
 from pytest_django.asserts import assertContains
 
+from deployments import gh as portal_gh
 from deployments import podspec
+from deployments.gh import jobs
+from deployments.inventory import NO_SPEC
 from deployments.models import DeploymentRequest
 from fakegithub._git import blob_sha
+from fakegithub.workflow import Input
 from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form
 
 ACME_PROD = "pods/acme/prod/spec.yml"
@@ -127,3 +134,71 @@ def test_the_deploy_costs_one_free_check_and_the_dispatch(gh, deployer_client):
     gh.clear_requests()
     deployer_client.post("/deploy/", data)
     assert [(r.method, r.status) for r in gh.requests] == [("GET", 304), ("POST", 200)]
+
+
+# --- the workflow's own check (the emulated deploy-pod.yml) ----------------------------------------
+
+
+def declare_expected_spec_sha(gh) -> None:
+    """The emulator's workflow with the expected_spec_sha input (as deploy-pod.yml declares it)."""
+    inputs = dict(gh.workflow_def.inputs)
+    inputs.setdefault("expected_spec_sha", Input("expected_spec_sha", required=False, default=""))
+    gh.workflow_def = dataclasses.replace(gh.workflow_def, inputs=inputs)
+
+
+def run_with(gh, *, action: str = "deploy", **extra: str) -> int:
+    """Dispatch the workflow over HTTP with acme/prod on t3.large, run it to the end, its id."""
+    declare_expected_spec_sha(gh)
+    spec = podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.large", True)
+    inputs = spec.workflow_inputs() | {"request_id": str(uuid.uuid4()), "action": action, **extra}
+    run_id = portal_gh.dispatch(inputs=inputs).run_id
+    assert run_id is not None
+    gh.complete_run(run_id, conclusion=None)
+    return run_id
+
+
+@pytest.mark.parametrize("action", ["deploy", "plan"])
+def test_the_workflow_refuses_a_spec_that_changed_since_the_request(gh, action):
+    seen = blob_sha(gh.files[ACME_PROD].encode())
+    gh.put_file(ACME_PROD, CHANGED, message="Resize acme/prod by hand")
+
+    run_id = run_with(gh, action=action, expected_spec_sha=seen)
+
+    assert gh.run(run_id)["conclusion"] == "failure"
+    assert gh.files[ACME_PROD] == CHANGED  # nothing committed over it
+    assert gh.artifacts.for_run(run_id) == []  # nothing planned either
+    failure = jobs.run_failure(run_id)
+    assert (failure.step, failure.title) == ("Check spec.yml is unchanged", "Spec changed")
+    error_type, message = jobs.describe_failure(failure, "failure")
+    assert error_type == "spec_changed"
+    assert message.startswith("spec.yml changed since you opened it — review the new version")
+    assert f"was {seen[:7]} when the request was made, it is now {blob_sha(CHANGED.encode())[:7]}" in message
+
+
+def test_the_workflow_deploys_when_the_spec_is_the_one_expected(gh):
+    run_id = run_with(gh, expected_spec_sha=blob_sha(gh.files[ACME_PROD].encode()))
+    assert gh.run(run_id)["conclusion"] == "success"
+    assert "instance_type: t3.large" in gh.files[ACME_PROD]
+
+
+def test_the_workflow_refuses_a_new_pod_that_exists_by_then(gh):
+    run_id = run_with(gh, expected_spec_sha=NO_SPEC)
+    assert gh.run(run_id)["conclusion"] == "failure"
+    assert jobs.run_failure(run_id).message.endswith(
+        "it is now " + blob_sha(gh.files[ACME_PROD].encode())[:7]
+        + ". Nothing was changed. Review the new version in the portal and deploy again."
+    )  # fmt: skip
+
+
+def test_a_hand_dispatch_without_an_expected_spec_is_not_checked(gh):
+    gh.put_file(ACME_PROD, CHANGED)
+    run_id = run_with(gh)
+    assert gh.run(run_id)["conclusion"] == "success"
+    assert "instance_type: t3.large" in gh.files[ACME_PROD]
+
+
+def test_the_workflow_refuses_an_expected_spec_that_is_not_an_object_id(gh):
+    run_id = run_with(gh, expected_spec_sha="HEAD~1")
+    failure = jobs.run_failure(run_id)
+    assert (failure.step, failure.title) == ("Check spec.yml is unchanged", "Invalid input")
+    assert "instance_type: t3.medium" in gh.files[ACME_PROD]
