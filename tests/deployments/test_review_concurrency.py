@@ -263,7 +263,8 @@ def test_expiry_racing_apply_never_both(gh_tx, dana, approvers, environment):
 
 def test_applies_pressed_after_expiry_dispatch_nothing(gh_tx, dana, approvers):
     request = planned(logged_in_client(dana), gh_tx, add_pod(gh_tx, "late", "staging"))
-    DeploymentRequest.objects.filter(pk=request.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    past = timezone.now() - dt.timedelta(seconds=1)
+    DeploymentRequest.objects.filter(pk=request.pk).update(expires_at=past)
     clients = [logged_in_client(dana) for _ in range(THREADS - 1)]
     results = at_once(deployment_requests_sync, *(post(c, f"/requests/{request.pk}/apply/") for c in clients))
     assert statuses(results[1:]) == [409] * (THREADS - 1)
