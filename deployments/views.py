@@ -1,16 +1,18 @@
+import uuid
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from . import gh, health, inventory, plan, podspec, selectors, services
+from . import gh, health, inventory, live, plan, podspec, selectors, services
 from .forms import DeploymentForm
 from .models import DeploymentRequest
 
@@ -66,6 +68,12 @@ def pod_list(request):
         # The rendered rows are reused until the specs or any request change (or a minute passes).
         "rows_version": f"{listing.version}:{selectors.activity_stamp()}:{query}:{page.number}",
         "activity": SimpleLazyObject(selectors.pod_activity),
+    }
+    running = live.running_now()
+    context |= {
+        "running": running,
+        "stamp": live.activity_stamp(),
+        "poll_seconds": live.pods_poll_seconds(running),
     }
     return render(request, "deployments/pod_list.html", context)
 
@@ -252,28 +260,100 @@ def _plan_summary(stored: Any) -> plan.PlanSummary | None:
         return None
 
 
-@require_GET
-def request_detail(request, pk: int):
-    deployment = _deployment_or_404(pk)
-    if services.deployment_request_expire_if_due(request=deployment):
-        deployment.refresh_from_db()
-    if services.deployment_request_find_run(request=deployment):
-        deployment.refresh_from_db()
-    if deployment.plan_run_id and deployment.plan_summary is None:
-        services.deployment_request_fetch_plan(request=deployment)
-    context = {
+def _request_context(request, deployment: DeploymentRequest) -> dict[str, Any]:
+    """What the request page's live part shows (the whole page and its polled fragment)."""
+    events = list(selectors.request_events(deployment))
+    stamp = live.RequestStamp.of(deployment, events=len(events))
+    return {
         **_review_actions(request.user, deployment),
         "plan": _plan_summary(deployment.plan_summary),
         "deployment": deployment,
-        "events": selectors.request_events(deployment),
+        "events": events,
+        "failure": next((e for e in reversed(events) if e.data.get("step") or e.data.get("job_url")), None),
+        "actions_url": gh.actions_url(),
+        # "Try again" opens the preview with the same values, as a new request (a new key).
+        "try_again": uuid.uuid4() if deployment.failed and request.user.has_perm(DEPLOY_PERMISSION) else None,
+        # Made from what is shown, so a change while the page was being read is never missed.
+        "live_etag": stamp.etag(viewer=request.user.pk),
+        "poll_seconds": live.poll_seconds(deployment),
+    }
+
+
+def _catch_up(deployment: DeploymentRequest) -> bool:
+    """Expire a due plan, look for an unknown run and read a missing plan summary: the lookups
+    are throttled per request whoever asks, so open pages do not multiply GitHub calls."""
+    changed = services.deployment_request_expire_if_due(request=deployment)
+    changed = services.deployment_request_find_run(request=deployment) or changed
+    if deployment.plan_run_id and deployment.plan_summary is None:
+        changed = services.deployment_request_fetch_plan(request=deployment) or changed
+    return changed
+
+
+@require_GET
+def request_detail(request, pk: int):
+    deployment = _deployment_or_404(pk)
+    if _catch_up(deployment):
+        deployment.refresh_from_db()
+    context = {
+        **_request_context(request, deployment),
         "diff": podspec.diff(
             deployment.spec_before or None,
             deployment.spec_after,
             path=podspec.spec_path(settings.SPECS_PATH, deployment.customer, deployment.environment),
         ),
-        "actions_url": gh.actions_url(),
     }
     return render(request, "deployments/request_detail.html", context)
+
+
+def _not_modified(etag: str) -> HttpResponse:
+    response = HttpResponseNotModified()
+    response.headers["ETag"] = etag
+    return response
+
+
+@require_GET
+def request_live(request, pk: int):
+    """The request page's live part, polled by the page: 304 while nothing changed (one query)."""
+    stamp = live.request_stamp(pk)
+    if stamp is None:
+        raise Http404(f"Request #{pk} does not exist.")
+    if stamp.needs_catch_up(timezone.now()):
+        deployment = _deployment_or_404(pk)
+        if _catch_up(deployment):
+            stamp = live.request_stamp(pk) or stamp
+    etag = stamp.etag(viewer=request.user.pk)
+    if request.headers.get("If-None-Match") == etag:
+        return _not_modified(etag)
+    deployment = _deployment_or_404(pk)
+    context = _request_context(request, deployment)
+    response = render(request, "deployments/_request_live.html", {**context, "fragment": True})
+    response.headers["ETag"] = context["live_etag"]
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def pods_live(request):
+    """The pods page's "running now" list and, out of band, the "last deployment" cell of each
+    pod whose requests changed since the page's stamp: 304 while nothing changed (one query)."""
+    stamp = live.activity_stamp()
+    if request.headers.get("If-None-Match") == stamp.etag:
+        return _not_modified(stamp.etag)
+    try:
+        since = float(request.GET.get("since", ""))
+    except ValueError:
+        since = None
+    running = live.running_now()
+    context = {
+        "running": running,
+        "stamp": stamp,
+        "poll_seconds": live.pods_poll_seconds(running),
+        "changed": live.latest_changed_since(since) if since is not None else [],
+    }
+    response = render(request, "deployments/_running_now.html", {**context, "fragment": True})
+    response.headers["ETag"] = stamp.etag
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 # A review comment is read by people; a few paragraphs at most.

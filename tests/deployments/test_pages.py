@@ -58,17 +58,18 @@ def test_deployers_group_is_created_with_deploy_permission(db):
     }
 
 
-def test_request_page_refreshes_while_active_and_stops_when_done(gh, deployer_client):
+def test_request_page_polls_while_active_and_stops_when_done(gh, deployer_client):
     deployer_client.post("/deploy/", form(EDIT_ACME_PROD))
     request = DeploymentRequest.objects.get()
     response = deployer_client.get(f"/requests/{request.pk}/")
-    assertContains(response, '<meta http-equiv="refresh" content="3">', html=True)
+    assertNotContains(response, "http-equiv")  # no reloads: the live part is polled in place
+    assertContains(response, f'hx-get="/requests/{request.pk}/live/" hx-trigger="every 2s"')
     assertContains(response, "Deployment started")
     gh.complete_run(request.run_id)
     for delivery in gh.deliveries:
         replay(deployer_client, delivery)
     response = deployer_client.get(f"/requests/{request.pk}/")
-    assertNotContains(response, "http-equiv")
+    assertNotContains(response, "hx-trigger")
     assertContains(response, '<span class="badge success">success</span>', html=True)
 
 
@@ -120,7 +121,7 @@ def test_inventory_shows_deployed_values_after_success(gh, client, deployer_clie
     response = deployer_client.get("/")
     acme = next(pod for pod in response.context["pods"] if pod.key == "acme/prod")
     assert (acme.spec.instance_type, acme.spec.waf_enabled) == ("t3.large", True)
-    assertContains(response, "<td>acme-prod-web</td>", html=True)
+    assertContains(response, '<td data-label="Instance name">acme-prod-web</td>', html=True)
     assertContains(response, '<span class="badge success">success</span>', html=True)
 
 

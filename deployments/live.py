@@ -1,0 +1,167 @@
+"""What the live parts of the pages read when they poll: a stamp that changes whenever what they
+show changes, in one query, so an unchanged page is answered 304 without rendering anything.
+
+Polling reads the database only (webhooks and the sync write it): any number of open pages
+costs GitHub nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db.models import Count, Max, Q
+
+from . import lifecycle
+from .models import DeploymentRequest
+
+# Seconds between polls: fast while a run moves, slow while a plan waits for a person (only an
+# expiry or another person's approval can change it), none once the request has ended.
+RUNNING_POLL_SECONDS = 2
+WAITING_POLL_SECONDS = 30
+PODS_BUSY_POLL_SECONDS = 5
+PODS_IDLE_POLL_SECONDS = 20
+# A plan waiting to be applied or approved (as DeploymentRequest.waits_for_people).
+WAITING_STATUSES = frozenset({lifecycle.Status.PLANNED, lifecycle.Status.AWAITING_APPROVAL})
+# The "running now" list shows the newest few; the history page has the rest.
+RUNNING_NOW_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class RequestStamp:
+    """The few columns a poll of the request page needs to decide whether anything changed."""
+
+    pk: int
+    status: str
+    updated_at: dt.datetime
+    events: int
+    run_id: int | None
+    plan_run_id: int | None
+    has_plan_summary: bool
+    applied_by_id: int | None
+    expires_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, request: DeploymentRequest, *, events: int) -> RequestStamp:
+        """The stamp of a request as loaded (with its number of events)."""
+        return cls(
+            pk=request.pk,
+            status=request.status,
+            updated_at=request.updated_at,
+            events=events,
+            run_id=request.run_id,
+            plan_run_id=request.plan_run_id,
+            has_plan_summary=request.plan_summary is not None,
+            applied_by_id=request.applied_by_id,
+            expires_at=request.expires_at,
+        )
+
+    def etag(self, *, viewer: int | None) -> str:
+        # The viewer is part of it: the Apply/Approve/Cancel offered depend on who looks.
+        return f'W/"r{self.pk}-{self.updated_at.timestamp():.6f}-{self.events}-{self.status}-u{viewer or 0}"'
+
+    @property
+    def waits_for_people(self) -> bool:
+        return self.status in WAITING_STATUSES and self.applied_by_id is None
+
+    def needs_catch_up(self, now: dt.datetime) -> bool:
+        """Whether the page's own catch-up has work: a plan past its expiry, an active run whose
+        id is not known yet, a finished plan run whose summary was not read."""
+        expired = self.waits_for_people and self.expires_at is not None and self.expires_at <= now
+        active = lifecycle.is_active(self.status)
+        run_unknown = (
+            active
+            and self.run_id is None
+            and self.status != lifecycle.Status.PENDING
+            and not self.waits_for_people
+        )
+        summary_missing = bool(self.plan_run_id) and not self.has_plan_summary
+        return expired or run_unknown or summary_missing
+
+
+def request_stamp(pk: int) -> RequestStamp | None:
+    """One query: the request's state and how many events it has."""
+    row = (
+        DeploymentRequest.objects.filter(pk=pk)
+        .annotate(event_count=Count("events"))
+        .values_list(
+            "pk",
+            "status",
+            "updated_at",
+            "event_count",
+            "run_id",
+            "plan_run_id",
+            "plan_summary",
+            "applied_by_id",
+            "expires_at",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    pk, status, updated_at, events, run_id, plan_run_id, plan_summary, applied_by_id, expires_at = row
+    return RequestStamp(
+        pk=pk,
+        status=status,
+        updated_at=updated_at,
+        events=events,
+        run_id=run_id,
+        plan_run_id=plan_run_id,
+        has_plan_summary=plan_summary is not None,
+        applied_by_id=applied_by_id,
+        expires_at=expires_at,
+    )
+
+
+def poll_seconds(request: DeploymentRequest) -> int | None:
+    """How often the request page asks again; None once nothing more can happen."""
+    if not request.is_active:
+        return None
+    return WAITING_POLL_SECONDS if request.waits_for_people else RUNNING_POLL_SECONDS
+
+
+@dataclass(frozen=True)
+class ActivityStamp:
+    """Every request's last change: the pods page's poll compares it with what it showed."""
+
+    count: int
+    latest: float
+
+    @property
+    def etag(self) -> str:
+        return f'W/"a{self.count}-{self.latest:.6f}"'
+
+
+def activity_stamp() -> ActivityStamp:
+    """One query over all requests (the index on updated_at is not needed at these sizes)."""
+    stamp = DeploymentRequest.objects.aggregate(latest=Max("updated_at"), count=Count("id"))
+    latest = stamp["latest"].timestamp() if stamp["latest"] else 0.0
+    return ActivityStamp(count=stamp["count"], latest=latest)
+
+
+def running_now() -> list[DeploymentRequest]:
+    """The requests holding a pod now, newest first (a few; the history has the rest)."""
+    return list(
+        DeploymentRequest.objects.filter(status__in=lifecycle.ACTIVE_STATUSES)
+        .select_related("requested_by")
+        .order_by("-created_at")[:RUNNING_NOW_LIMIT]
+    )
+
+
+def pods_poll_seconds(running: list[DeploymentRequest]) -> int:
+    return PODS_BUSY_POLL_SECONDS if running else PODS_IDLE_POLL_SECONDS
+
+
+def latest_changed_since(since: float) -> list[DeploymentRequest]:
+    """For each pod with a request changed after ``since`` (a timestamp): its latest request."""
+    changed = Q(updated_at__gt=dt.datetime.fromtimestamp(since, tz=dt.UTC))
+    pods = DeploymentRequest.objects.filter(changed).values("customer", "environment")
+    latest_ids = (
+        DeploymentRequest.objects.filter(
+            customer__in=pods.values("customer"), environment__in=pods.values("environment")
+        )
+        .values("customer", "environment")
+        .annotate(last=Max("id"))
+        .values("last")
+    )
+    return list(DeploymentRequest.objects.filter(id__in=latest_ids).select_related("requested_by"))
