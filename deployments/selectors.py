@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.db.models import Count, Max, QuerySet
@@ -13,6 +14,8 @@ from .models import DeploymentEvent, DeploymentRequest
 
 if TYPE_CHECKING:
     from .gh import RunState
+    from .gh.history import SpecCommit
+    from .inventory import Pod
 
 REQUEST_ID_RE = re.compile(r"\[([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
 
@@ -85,3 +88,38 @@ def requests_filtered(*, pod: str = "", status: str = "", user: str = "") -> Que
 def request_events(request: DeploymentRequest) -> QuerySet[DeploymentEvent]:
     """The request's timeline, oldest first."""
     return request.events.select_related("actor").order_by("at", "id")
+
+
+def pod_requests(*, customer: str, environment: str) -> QuerySet[DeploymentRequest]:
+    """The pod's requests, newest first."""
+    return DeploymentRequest.objects.filter(customer=customer, environment=environment).select_related(
+        "requested_by"
+    )
+
+
+def label_commits(commits: Iterable[SpecCommit]) -> list[tuple[SpecCommit, DeploymentRequest | None]]:
+    """Each commit of a spec.yml with the portal request that made it (by the ``[request_id]`` in
+    its message), or None: a change made outside the portal. One query."""
+    commits = list(commits)
+    keys = {c.request_id for c in commits if c.request_id}
+    requests = {
+        r.request_id: r
+        for r in DeploymentRequest.objects.filter(idempotency_key__in=keys).only("pk", "idempotency_key")
+    }
+    return [(c, requests.get(c.request_id)) for c in commits]
+
+
+def pod_drift(pod: Pod) -> tuple[DeploymentRequest | None, bool]:
+    """(the pod's last successful deployment, whether spec.yml in git is no longer its spec):
+    drifted means it was changed outside the portal since."""
+    last = (
+        DeploymentRequest.objects.filter(
+            customer=pod.customer,
+            environment=pod.environment,
+            status=lifecycle.Status.COMPLETED,
+            conclusion=lifecycle.Conclusion.SUCCESS,
+        )
+        .order_by("-completed_at", "-id")
+        .first()
+    )
+    return last, bool(last and last.spec_after != pod.text)

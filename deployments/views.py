@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import gh, health, inventory, live, plan, podspec, selectors, services
 from .forms import DeploymentForm
+from .gh import history as gh_history
 from .models import DeploymentRequest
 
 DEPLOY_PERMISSION = "deployments.add_deploymentrequest"
@@ -91,6 +92,90 @@ def pod_edit(request, customer: str, environment: str):
         raise Http404(f"Pod {customer}/{environment} does not exist.")
     form = DeploymentForm.for_pod(pod)
     return render(request, "deployments/pod_form.html", {"form": form, "mode": "edit", "pod": pod})
+
+
+# The pod page lists this many of the pod's requests (the Requests page has them all).
+POD_REQUESTS_SHOWN = 50
+
+
+def _pod_or_404(customer: str, environment: str) -> inventory.Pod:
+    pod = inventory.get_pod(customer, environment)
+    if pod is None:
+        raise Http404(f"Pod {customer}/{environment} does not exist.")
+    return pod
+
+
+@require_GET
+def pod_detail(request, customer: str, environment: str):
+    """The pod: its spec, its requests, the git history of its spec.yml and whether the spec in
+    git is still the one the portal last deployed."""
+    pod = _pod_or_404(customer, environment)
+    path = podspec.spec_path(settings.SPECS_PATH, customer, environment)
+    try:
+        page = int(request.GET.get("page", "1"))
+    except ValueError:
+        page = 1
+    try:
+        history, history_error = gh_history.spec_commits(path, page=page), ""
+    except gh.GitHubError as exc:
+        history, history_error = None, exc.message
+    requests = selectors.pod_requests(customer=customer, environment=environment)[:POD_REQUESTS_SHOWN]
+    commits = selectors.label_commits(history.commits if history else ())
+    context = {
+        "pod": pod,
+        "path": path,
+        "active": selectors.active_request_for_pod(customer=customer, environment=environment),
+        "requests": requests,
+        "history": history,
+        "history_error": history_error,
+        "commits": commits,
+        "drift": selectors.pod_drift(pod),
+        "can_deploy": request.user.has_perm(DEPLOY_PERMISSION),
+    }
+    return render(request, "deployments/pod_detail.html", context)
+
+
+# Bytes of a version's diff shown (two specs of at most MAX_SPEC_BYTES each give far less).
+MAX_DIFF_CHARS = 20_000
+
+
+@require_GET
+def pod_diff(request, customer: str, environment: str):
+    """Two versions of the pod's spec.yml, by commit, side by side as a diff."""
+    _pod_or_404(customer, environment)
+    path = podspec.spec_path(settings.SPECS_PATH, customer, environment)
+    shas = [request.GET.get("from", ""), request.GET.get("to", "")]
+    try:
+        versions = [gh_history.spec_at(sha, path) for sha in shas]
+    except ValueError:
+        return error_page(
+            request,
+            status=400,
+            error_type="validation",
+            title="Not a version",
+            message="Choose two versions of spec.yml from the pod's history (from= and to= commit ids).",
+        )
+    old, new = versions
+    context = {
+        "pod": f"{customer}/{environment}",
+        "customer": customer,
+        "environment": environment,
+        "old": old,
+        "new": new,
+        "diff": podspec.diff(old.text, new.text or "", path=path)[:MAX_DIFF_CHARS],
+        "specs": [_parsed(version.text) for version in versions],
+    }
+    return render(request, "deployments/pod_diff.html", context)
+
+
+def _parsed(text: str | None) -> tuple[podspec.PodSpec | None, str]:
+    """(the spec, "") or (None, why not): a past version from git is untrusted input."""
+    if text is None:
+        return None, "no spec.yml in this version"
+    try:
+        return podspec.parse(text, settings.ALLOWED_INSTANCE_TYPES), ""
+    except podspec.SpecError as exc:
+        return None, str(exc)
 
 
 def _conflict(request, title: str, message: str, **extra) -> HttpResponse:

@@ -399,11 +399,11 @@ ROUTES = (
 
 @cache
 def _compiled(repo: str) -> tuple[tuple[Route, re.Pattern], ...]:
-    # The routes of runs' jobs and artifacts live in their own modules (they import this one).
-    from fakegithub import artifacts, jobs
+    # The routes of runs' jobs, artifacts and commits live in their own modules (they import this one).
+    from fakegithub import artifacts, commits, jobs
 
     owner_name = f"(?i:{re.escape(repo)})"  # owner/name match case-insensitively, as on GitHub
-    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES)
+    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES, *commits.ROUTES)
     return tuple((route, re.compile(route.pattern.replace("{repo}", owner_name))) for route in routes)
 
 
