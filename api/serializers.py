@@ -1,10 +1,13 @@
 """What the API reads and answers. Input fields carry only their JSON types: the rules are the
 deploy form's (deployments.forms.DeploymentForm, podspec's), applied by the view."""
 
+from dataclasses import asdict
+
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from deployments import podspec
+from deployments import plan, podspec
 from deployments.models import DeploymentEvent, DeploymentRequest
 
 
@@ -14,6 +17,12 @@ class DeploymentInputSerializer(serializers.Serializer):
     instance_name = serializers.CharField(max_length=podspec.MAX_VALUE_LENGTH, trim_whitespace=False)
     instance_type = serializers.CharField(max_length=podspec.MAX_VALUE_LENGTH, trim_whitespace=False)
     waf_enabled = serializers.BooleanField(default=False)
+    expected_spec_sha = serializers.RegexField(
+        r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$",
+        required=False,
+        help_text="The spec.yml blob (the pod's `sha`) your values were written against: if spec.yml "
+        "changed since, the request is refused (409) instead of overwriting that change.",
+    )
     mode = serializers.ChoiceField(
         choices=DeploymentRequest.Mode.choices,
         required=False,
@@ -31,6 +40,29 @@ class EventSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeploymentEvent
         fields = ["at", "source", "actor", "from_status", "to_status", "message"]
+
+
+class AttributeChangeSerializer(serializers.Serializer):
+    attribute = serializers.CharField()
+    before = serializers.CharField()
+    after = serializers.CharField()
+    forces_replacement = serializers.BooleanField()
+
+
+class ResourceChangeSerializer(serializers.Serializer):
+    address = serializers.CharField()
+    type = serializers.CharField()
+    action = serializers.CharField()
+    changes = AttributeChangeSerializer(many=True)
+
+
+class PlanSerializer(serializers.Serializer):
+    pod = serializers.CharField()
+    terraform_version = serializers.CharField()
+    spec_blob = serializers.CharField(allow_null=True)
+    headline = serializers.CharField(help_text="'1 to add, 1 to change, 0 to replace, 0 to destroy'")
+    counts = serializers.DictField(child=serializers.IntegerField())
+    resources = ResourceChangeSerializer(many=True)
 
 
 class RequestSummarySerializer(serializers.ModelSerializer):
@@ -68,7 +100,7 @@ class RequestSummarySerializer(serializers.ModelSerializer):
 class RequestSerializer(RequestSummarySerializer):
     reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     applied_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
-    plan_summary = serializers.JSONField(read_only=True, allow_null=True)
+    plan_summary = serializers.SerializerMethodField()
     inputs = serializers.DictField(child=serializers.CharField(), read_only=True)
     events = EventSerializer(many=True, read_only=True)
 
@@ -106,6 +138,17 @@ class RequestSerializer(RequestSummarySerializer):
             "events",
         ]
 
+    @extend_schema_field(PlanSerializer(allow_null=True))
+    def get_plan_summary(self, obj: DeploymentRequest) -> dict | None:
+        """What Terraform will do, as the request page shows it (checked again when read)."""
+        if obj.plan_summary is None:
+            return None
+        try:
+            summary = plan.parse(obj.plan_summary)
+        except plan.PlanSummaryError:
+            return None
+        return {**asdict(summary), "counts": summary.counts, "headline": summary.headline}
+
 
 class PodSpecSerializer(serializers.Serializer):
     customer = serializers.CharField()
@@ -121,6 +164,7 @@ class PodSerializer(serializers.Serializer):
     customer = serializers.CharField()
     environment = serializers.CharField()
     path = serializers.CharField()
+    sha = serializers.CharField(help_text="The spec.yml blob: send it back as expected_spec_sha.")
     url = serializers.SerializerMethodField()
     valid = serializers.BooleanField(source="is_valid")
     loaded = serializers.BooleanField()
@@ -176,3 +220,7 @@ class ErrorSerializer(serializers.Serializer):
     )
     request = serializers.DictField(required=False, help_text="The request the error concerns.")
     holder = serializers.DictField(required=False, help_text="The active request that holds the pod.")
+    expected_spec_sha = serializers.CharField(required=False, help_text="Spec Changed: the version you sent.")
+    current_spec_sha = serializers.CharField(
+        required=False, allow_null=True, help_text="Spec Changed: the version in git now (null: none)."
+    )

@@ -151,16 +151,17 @@ class RequestCreate(APIView):
             )
         current = None
         if existing is None:
-            listing = inventory.listing()
+            # As the form: the pod's spec checked against GitHub now (a free 304 when unchanged).
+            listing = inventory.listing(fresh=True)
             pod_key = f"{values['customer']}/{values['environment']}"
             mode = values.get("mode") or ("edit" if pod_key in listing.by_key else "new")
             form = DeploymentForm({**values, "mode": mode, "idempotency_key": str(key)}, listing=listing)
             if not form.is_valid():
                 return self._invalid(form)
-            spec, current = form.spec, form.pod
+            spec, current, expected_sha = form.spec, form.pod, form.expected_sha
         else:
             # A retry: the service answers the first request, or refuses other values.
-            mode = existing.mode
+            mode, expected_sha = existing.mode, None
             spec = podspec.PodSpec(**{field: values[field] for field in podspec.FIELDS})
         try:
             deployment, created = services.deployment_request_create(
@@ -170,6 +171,15 @@ class RequestCreate(APIView):
                 current=current,
                 idempotency_key=key,
                 source=Source.API,
+                expected_spec_sha=expected_sha,
+            )
+        except services.SpecChanged as exc:
+            return _conflict(
+                "Spec Changed",
+                f"spec.yml of {spec.pod} changed since the version you read ({exc.expected}); "
+                "read the pod again and send your values against the new version.",
+                expected_spec_sha=exc.expected,
+                current_spec_sha=exc.current.sha if exc.current else None,
             )
         except services.NothingToDeploy as exc:
             return error_response(400, "validation", "Nothing to Deploy", str(exc))

@@ -302,3 +302,21 @@ def test_api_user_is_the_token_owner_not_a_session(gh, deployer_client):
     response = deployer_client.post("/api/v1/requests/", ACME_PROD, content_type="application/json")
     assert error(response) == (401, "forbidden")
     assert dispatches(gh) == []
+
+
+def test_expected_spec_sha_refuses_to_overwrite_a_change_made_since(gh, api_deployer):
+    read = api_deployer.get("/api/v1/pods/acme/prod/").json()["sha"]
+    gh.put_file(
+        "pods/acme/prod/spec.yml", gh.files["pods/acme/prod/spec.yml"].replace("t3.medium", "t3.small")
+    )
+    response = api_deployer.post("/api/v1/requests/", {**ACME_PROD, "expected_spec_sha": read})
+    assert error(response) == (409, "conflict")
+    body = response.json()
+    assert body["title"] == "Spec Changed" and body["expected_spec_sha"] == read
+    assert body["current_spec_sha"] != read
+    assert dispatches(gh) == []
+    fresh = api_deployer.get("/api/v1/pods/acme/prod/").json()["sha"]
+    assert fresh == body["current_spec_sha"]
+    assert (
+        api_deployer.post("/api/v1/requests/", {**ACME_PROD, "expected_spec_sha": fresh}).status_code == 201
+    )
