@@ -241,7 +241,10 @@ def _dispatch(
             )
         except lifecycle.IllegalTransition:  # GitHub's run events overtook the dispatch answer
             if run:
-                DeploymentRequest.objects.filter(pk=request.pk, run_id__isnull=True).update(**run)
+                # Not when that run was the plan run, already recorded as such (plan_run_id).
+                DeploymentRequest.objects.filter(pk=request.pk, run_id__isnull=True).exclude(
+                    plan_run_id=result.run_id
+                ).update(**run)
             lifecycle.record(
                 request,
                 source=source,
@@ -342,6 +345,15 @@ def deployment_request_apply_run(
                 data=facts,
             )
             return True
+        if request.status == Status.PENDING and request.is_reviewed:
+            # The plan run's events overtook the dispatch's answer: a reviewed request's first
+            # run is its plan run, never a one-run deploy (which would end with nothing applied).
+            try:
+                lifecycle.transition(
+                    request, Status.PLANNING, source=source, message="Plan run reported by GitHub.", data=facts
+                )
+            except lifecycle.IllegalTransition:
+                return False
         if request.status == Status.PLANNING:
             if not _record_plan_run(request, run, source=source, facts=facts, links=links):
                 return False
