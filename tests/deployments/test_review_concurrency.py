@@ -275,3 +275,32 @@ def test_applies_pressed_after_expiry_dispatch_nothing(gh_tx, dana, approvers):
     assert request.status == "expired"
     assert moves_to(request, "expired") == 1
     assert logged_in_client(dana).post("/deploy/", form(pod_values("late", "staging"))).status_code == 302
+
+
+def test_plan_run_reported_before_the_dispatch_answer_is_still_the_plan(gh_tx, dana):
+    """GitHub's webhooks can reach the portal before the dispatch's own answer: the run of a
+    request still ``pending`` in the review flow is its plan run, never a one-run deploy (which
+    would end "success" with nothing applied)."""
+    from deployments import services
+
+    values = add_pod(gh_tx, "early", "staging")
+    spec = podspec.PodSpec("early", "staging", "early-staging-web", "t3.medium", False)
+    request, _ = services.deployment_request_create(
+        user=dana, spec=spec, mode="edit", current=None, idempotency_key=form(values)["idempotency_key"]
+    )
+    # The run GitHub starts for the dispatch, announced before the portal hears the answer.
+    run = gh_tx.create_run(request.inputs, {"login": "portal"})
+    client = logged_in_client(dana)
+    deliver(client, gh_tx)
+    request.refresh_from_db()
+    assert request.status == "planning" and request.run_id == run.id
+    gh_tx.complete_run(run.id)
+    deliver(client, gh_tx, 1)
+    request.refresh_from_db()
+    assert request.status == "planned" and request.plan_run_id == run.id and request.run_id is None
+    assert request.plan_summary is not None
+    page = client.get(f"/requests/{request.pk}/")
+    assert "Plan ready for review: early/staging" in page.content.decode()
+    assert client.post(f"/requests/{request.pk}/apply/").status_code == 302
+    [sent] = apply_dispatches(gh_tx)
+    assert sent.json["inputs"]["plan_run_id"] == str(run.id)
