@@ -20,18 +20,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Pinned runtime requirements only (psycopg[binary] ships its own libpq: no build tools needed).
+# Compiled to bytecode here: the root filesystem is read-only at runtime (and PYTHONDONTWRITEBYTECODE
+# is set), so without .pyc files every process would compile Django from source on each start.
 COPY requirements.txt .
-RUN pip install --no-compile -r requirements.txt
+RUN pip install -r requirements.txt
 
 COPY manage.py ./
 COPY portal/ portal/
 COPY deployments/ deployments/
+COPY accounts/ accounts/
+COPY api/ api/
 COPY templates/ templates/
 COPY static/ static/
 
 # Hashed, compressed static files for whitenoise. The key exists for this one command only; it
 # is not in the image's environment and the real one is required at runtime.
-RUN DJANGO_SECRET_KEY=collectstatic-build-step-only python manage.py collectstatic --noinput --verbosity 0
+RUN DJANGO_SECRET_KEY=collectstatic-build-step-only python manage.py collectstatic --noinput --verbosity 0 \
+    && python -m compileall -q .
 
 # The code stays root-owned and read-only to the app; /data is writable for a SQLite file when
 # no DATABASE_URL is given (production should set a PostgreSQL DATABASE_URL).

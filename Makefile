@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Reinstall whenever a requirements file changes.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench browser nginx oidc-provider test-postgres
+.PHONY: run test lint bench browser nginx oidc-provider podman test-postgres test-container
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	DJANGO_DEBUG=true DJANGO_SECRET_KEY= $(PY) -m mypy
 
-# Every test on SQLite (browser tests included), then the database tests again on PostgreSQL.
-test: lint browser nginx oidc-provider
-	$(PY) -m pytest -n 2
-	$(MAKE) --no-print-directory test-postgres
+# Every test on SQLite (browser tests included), then the database tests again on PostgreSQL;
+# alongside both, the container tier (its output is shown when it ends; it mostly waits on podman).
+test: lint browser nginx oidc-provider podman
+	@log=$$(mktemp); $(MAKE) --no-print-directory test-container >$$log 2>&1 & container=$$!; \
+	status=0; \
+	$(PY) -m pytest -n 2 --ignore=tests/container || status=1; \
+	$(MAKE) --no-print-directory test-postgres || status=1; \
+	wait $$container || status=1; \
+	echo "--- container tier (tests/container) ---"; cat $$log; rm -f $$log; exit $$status
 
 browser:
 	@scripts/ensure_chromium.sh
@@ -40,7 +45,19 @@ nginx:
 # A throwaway PostgreSQL server for the tests that touch the database.
 test-postgres: $(STAMP)
 	scripts/test_postgres.sh $(PY) -m pytest -n 2 -p tests.production.database_only \
-		-m "not infra and not e2e" --ignore=tests/infra --ignore=tests/e2e
+		-m "not infra and not e2e" --ignore=tests/infra --ignore=tests/e2e --ignore=tests/container
+
+# podman (and runc, debootstrap) for the container tier (scripts/ensure_podman.sh).
+podman:
+	@scripts/ensure_podman.sh
+
+# The container tier: the Dockerfile built with podman and run for real (tests/container), in one
+# process (its session owns the containers); its figures (image size, start-up, rolling restart,
+# cross-instance counts) printed at the end.
+test-container: $(STAMP)
+	@report=$$(mktemp); status=0; start=$$(date +%s); \
+	CONTAINER_REPORT=$$report $(PY) -m pytest -p no:xdist tests/container || status=$$?; \
+	echo "Container tier figures ($$(( $$(date +%s) - start )) s):"; cat $$report; rm -f $$report; exit $$status
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -110,6 +110,18 @@ def test_every_copied_path_exists_and_is_not_docker_ignored():
         assert source.rstrip("/") in allowed
 
 
+def test_every_project_package_the_portal_imports_is_copied_into_the_image():
+    """A new app in INSTALLED_APPS (or the settings package) missing from the image would only
+    fail when the container starts; tests/container runs it, this says which line to add."""
+    from django.conf import settings
+
+    modules = [*settings.INSTALLED_APPS, settings.ROOT_URLCONF, settings.WSGI_APPLICATION]
+    local = {module.split(".")[0] for module in modules if (ROOT / module.split(".")[0]).is_dir()}
+    copied = {copy.split()[0].rstrip("/") for copy in arguments("COPY")}
+    assert {"portal", "deployments"} <= local
+    assert sorted(local - copied) == []
+
+
 def test_runtime_requirements_are_pinned_exactly():
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     requirements = [line for line in lines if line]
