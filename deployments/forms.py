@@ -41,23 +41,32 @@ class DeploymentForm(forms.Form):
             for name in ("customer", "environment"):
                 self.fields[name].widget.attrs["readonly"] = True
 
-    def _rule(self, check, *args):
+    def _rule(self, name, check, *args):
         try:
             return check(*args)
         except ValueError as exc:
-            raise ValidationError(str(exc), code="invalid") from None
+            # podspec names the field as the workflow does (instance_name); the form says its label.
+            message = str(exc)
+            if message.startswith(f"{name} "):
+                message = f"{self[name].label}{message[len(name) :]}"
+            raise ValidationError(message, code="invalid") from None
 
     def clean_customer(self):
-        return self._rule(podspec.validate_path_component, self.cleaned_data["customer"], "customer")
+        return self._rule(
+            "customer", podspec.validate_path_component, self.cleaned_data["customer"], "customer"
+        )
 
     def clean_environment(self):
-        return self._rule(podspec.validate_path_component, self.cleaned_data["environment"], "environment")
+        return self._rule(
+            "environment", podspec.validate_path_component, self.cleaned_data["environment"], "environment"
+        )
 
     def clean_instance_name(self):
-        return self._rule(podspec.validate_instance_name, self.cleaned_data["instance_name"])
+        return self._rule("instance_name", podspec.validate_instance_name, self.cleaned_data["instance_name"])
 
     def clean_instance_type(self):
         return self._rule(
+            "instance_type",
             podspec.validate_instance_type,
             self.cleaned_data["instance_type"],
             settings.ALLOWED_INSTANCE_TYPES,

@@ -182,16 +182,33 @@ def _conflict(request, title: str, message: str, **extra) -> HttpResponse:
     return error_page(request, status=409, error_type="conflict", title=title, message=message, **extra)
 
 
+def _form_again(request, form: DeploymentForm, *, status: int, **problem: Any) -> HttpResponse:
+    """The operator's form again, with what they typed, and why it was refused."""
+    mode = form.data.get("mode") if form.data.get("mode") in ("edit", "new") else "new"
+    context: dict[str, Any] = {"form": form, "mode": mode}
+    if problem:
+        holder, existing = problem.pop("holder", None), problem.pop("existing", None)
+        context |= {"problem": problem, "holder": holder, "existing": existing}
+    return render(request, "deployments/pod_form.html", context, status=status)
+
+
 def _invalid_form(request, form: DeploymentForm) -> HttpResponse:
     if form.has_error("__all__", "duplicate_pod"):
-        pods = form.listing.pods if form.listing else []
-        return _conflict(
-            request, "Pod Already Exists", str(form.non_field_errors()[0]), show_pods=True, pods=pods
+        # Kept in the form: the operator may only have mistyped the customer or environment.
+        return _form_again(
+            request,
+            form,
+            status=409,
+            title="Pod Already Exists",
+            message="",
+            existing={
+                "customer": form.cleaned_data["customer"],
+                "environment": form.cleaned_data["environment"],
+            },
         )
     if form.has_error("__all__", "unknown_pod"):
         raise Http404(form.non_field_errors()[0])
-    mode = form.data.get("mode") if form.data.get("mode") in ("edit", "new") else "new"
-    return render(request, "deployments/pod_form.html", {"form": form, "mode": mode}, status=400)
+    return _form_again(request, form, status=400)
 
 
 def _spec_changed(request, form: DeploymentForm, exc: services.SpecChanged) -> HttpResponse:
@@ -286,7 +303,9 @@ def deploy(request):
         return _conflict(request, "Form Already Submitted", message, deployment=exc.request)
     except services.PodLocked as exc:
         message = f"Pod {form.spec.pod} already has a deployment in progress. Wait for it to finish."
-        return _conflict(request, "Deployment in progress", message, holder=exc.holder)
+        return _form_again(
+            request, form, status=409, title="Deployment in progress", message=message, holder=exc.holder
+        )
     if created:
         services.deployment_request_dispatch(request=deployment, actor=request.user)
     return redirect(deployment)

@@ -121,13 +121,14 @@ def test_deploy_of_new_pod(gh, deployer_client):
     assert dispatches(gh)[0].json["inputs"]["waf_enabled"] == "false"
 
 
-def test_new_pod_that_exists_is_409_listing_pods(gh, deployer_client):
+def test_new_pod_that_exists_is_409_keeping_the_form(gh, deployer_client):
     response = deployer_client.post("/deploy/", form(NEW_POD, customer="acme", environment="prod"))
     assert response.status_code == 409
     page = response.content.decode()
     assert "Pod Already Exists" in page
     assert "Pod acme/prod already exists." in page
-    assert 'href="/pods/globex/prod/edit/"' in page
+    assert 'href="/pods/acme/prod/edit/"' in page
+    assert 'value="hooli-prod-web"' in page  # what the operator typed is still there
     assert dispatches(gh) == []
     assert not DeploymentRequest.objects.exists()
 
@@ -155,7 +156,10 @@ def test_hostile_input_is_400_with_field_error_and_no_dispatch(gh, deployer_clie
     response = deployer_client.post("/deploy/", form(NEW_POD, **{field: value}))
     assert response.status_code == 400
     assert response.context["form"].errors[field]
-    assert f'id="id_{field}-errors"' in response.content.decode()
+    page = response.content.decode()
+    # The field names its error (aria-describedby) and the error list has that id.
+    assert f'aria-describedby="id_{field}_error"' in page
+    assert f'id="id_{field}_error"' in page
     assert dispatches(gh) == []
     assert not DeploymentRequest.objects.exists()
 
@@ -164,7 +168,9 @@ def test_validation_error_re_renders_form_with_values(gh, deployer_client):
     response = deployer_client.post("/deploy/preview/", form(NEW_POD, instance_name="Bad_Name"))
     page = response.content.decode()
     assert response.status_code == 400
-    assert "instance_name must be 3-63 lowercase letters" in page
+    assert "Instance name must be 3-63 lowercase letters" in page  # the label, not instance_name
+    assert "instance_name must" not in page
+    assert "3-63 characters: starts with a letter" not in page  # the help is not said twice
     assert 'value="hooli"' in page
 
 
@@ -217,6 +223,7 @@ def test_second_request_for_busy_pod_is_409_naming_the_holder(gh, deployer_clien
     assert "Deployment in progress" in page
     assert f'href="/requests/{holder.pk}/"' in page
     assert deployer.username in page
+    assert '<option value="t3.xlarge" selected>' in page  # the operator's change is kept
     assert len(dispatches(gh)) == 1
 
 

@@ -50,7 +50,7 @@ def test_hostile_value_is_400_with_field_error_and_no_dispatch(gh, deployer_clie
 def test_trailing_newline_in_an_edit_is_named_not_treated_as_another_pod(gh, deployer_client):
     response = deployer_client.post("/deploy/", form(EDIT_ACME_PROD, customer="acme\n"))
     assert response.status_code == 400
-    assert response.context["form"].errors["customer"] == ["customer must not contain a line break (U+000A)"]
+    assert response.context["form"].errors["customer"] == ["Customer must not contain a line break (U+000A)"]
     assert dispatches(gh) == []
 
 
