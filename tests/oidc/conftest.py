@@ -114,11 +114,10 @@ def oidc_provider(tmp_path_factory):
     stop_provider(provider)
 
 
-@pytest.fixture
-def idp(oidc_provider, settings, db):
-    """The portal configured to sign in with the provider; the provider's users as shipped."""
-    oidc_provider.set_users(USERS)
-    settings.OIDC_ISSUER = oidc_provider.issuer
+def configure_portal(settings, provider: OpenIDProvider) -> None:
+    """Point the portal's sign-in at ``provider``, its users as shipped."""
+    provider.set_users(USERS)
+    settings.OIDC_ISSUER = provider.issuer
     settings.OIDC_DISCOVERY_URL = ""
     settings.OIDC_RP_CLIENT_ID = CLIENT_ID
     settings.OIDC_RP_CLIENT_SECRET = CLIENT_SECRET
@@ -127,6 +126,12 @@ def idp(oidc_provider, settings, db):
     settings.OIDC_GROUP_MAP = GROUP_MAP
     settings.OIDC_PROVIDER_NAME = "Test IdP"
     oidc.reset()
+
+
+@pytest.fixture
+def idp(oidc_provider, settings, db):
+    """The portal configured to sign in with the provider; the provider's users as shipped."""
+    configure_portal(settings, oidc_provider)
     yield oidc_provider
     oidc.reset()
 
