@@ -744,17 +744,21 @@ def check_spec(show: Mapping[str, Any], spec: podspec.PodSpec) -> None:
         raise SavedPlanError(STALE_PLAN, f"{STALE_LEAD} This run's spec is not the one planned ({shown}).")
 
 
-def check_summary(summary: PlanSummary, pod: str, spec_blob: str | None) -> None:
-    """Raise SavedPlanError unless the plan run's summary is this pod's, and the spec.yml on
-    the branch is still the one the plan was made against (``spec_blob``: its blob now)."""
+def check_summary(summary: PlanSummary, pod: str) -> None:
+    """Raise SavedPlanError (Plan not found) unless the plan run's summary is this pod's."""
     if summary.pod != pod:
         raise SavedPlanError(PLAN_NOT_FOUND, f"The plan run planned {_quote(summary.pod)}, not {pod}.")
+
+
+def check_spec_blob(summary: PlanSummary, spec_blob: str | None) -> None:
+    """Raise SavedPlanError (Stale plan) unless the spec.yml on the branch is still the one the
+    plan was made against (``spec_blob``: its blob now, None for no spec.yml)."""
     if summary.spec_blob != spec_blob:
         then = summary.spec_blob or "no spec.yml"
         now = spec_blob or "no spec.yml"
         raise SavedPlanError(
             STALE_PLAN,
-            f"{STALE_LEAD} The spec.yml of {pod} on the branch changed since the plan "
+            f"{STALE_LEAD} The spec.yml of {summary.pod} on the branch changed since the plan "
             f"({then} then, {now} now). Nothing was changed.",
         )
 
@@ -835,7 +839,9 @@ def _cmd_check_saved(args: argparse.Namespace) -> int:
             raise SavedPlanError(
                 PLAN_NOT_FOUND, f"The plan run's plan-summary cannot be read: {exc}"
             ) from None
-        check_summary(summary, pod, args.spec_blob or None)
+        check_summary(summary, pod)
+        if args.spec_blob is not None:
+            check_spec_blob(summary, args.spec_blob or None)
         if args.show_json:
             try:
                 spec = podspec.parse(_read(args.spec, podspec.MAX_SPEC_BYTES).decode("utf-8"))
@@ -875,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--plan", required=True, help="the saved plan (terraform plan -out)")
     cmd.add_argument("--summary", required=True, help="the plan run's plan-summary.json")
     cmd.add_argument(
-        "--spec-blob", default="", help="git blob id of spec.yml on the branch now (empty: none)"
+        "--spec-blob", help="git blob id of spec.yml on the branch now (empty: none): checks the spec.yml"
     )
     cmd.add_argument("--show-json", help="terraform show -json of the saved plan: checks the planned spec")
     cmd.add_argument("--spec", help="this run's rendered spec.yml (with --show-json)")

@@ -689,19 +689,29 @@ def test_a_plan_that_does_not_say_its_spec_is_stale(show_json):
     assert info.value.title == "Stale plan"
 
 
-def test_the_summary_must_be_this_pods_and_the_branchs_spec_unchanged():
+def test_the_summary_must_be_this_pods():
     summary = plan.parse(valid())
-    plan.check_summary(summary, "acme/prod", BLOB)
+    plan.check_summary(summary, "acme/prod")
     with pytest.raises(plan.SavedPlanError) as info:
-        plan.check_summary(summary, "globex/prod", BLOB)
+        plan.check_summary(summary, "globex/prod")
     assert info.value.title == "Plan not found"
+
+
+def test_the_spec_on_the_branch_must_be_the_one_planned_against():
+    summary = plan.parse(valid())
+    plan.check_spec_blob(summary, BLOB)
+    plan.check_spec_blob(plan.parse(with_(spec_blob=None)), None)
     with pytest.raises(plan.SavedPlanError) as info:
-        plan.check_summary(summary, "acme/prod", "0" * 40)
+        plan.check_spec_blob(summary, "0" * 40)
     assert info.value.title == "Stale plan"
-    assert f"({BLOB} then, {'0' * 40} now)" in info.value.message
+    changed = f"The spec.yml of acme/prod on the branch changed since the plan ({BLOB} then, {'0' * 40} now)"
+    assert changed in info.value.message
     with pytest.raises(plan.SavedPlanError) as info:
-        plan.check_summary(plan.parse(with_(spec_blob=None)), "acme/prod", BLOB)
+        plan.check_spec_blob(plan.parse(with_(spec_blob=None)), BLOB)
     assert f"(no spec.yml then, {BLOB} now)" in info.value.message
+    with pytest.raises(plan.SavedPlanError) as info:
+        plan.check_spec_blob(summary, None)
+    assert f"({BLOB} then, no spec.yml now)" in info.value.message
 
 
 def test_annotations_escape_what_would_end_the_command():
@@ -754,7 +764,10 @@ def test_cli_check_saved_prints_the_annotation_and_fails(tmp_path, capsys, monke
     spec_file.write_text(podspec.render(ACME))
     show_file = tmp_path / "show.json"
     show_file.write_text(json.dumps(planned()))
-    args = ["check-saved", "--plan", saved_plan(tmp_path), "--summary", str(summary), "--spec-blob", BLOB]
+    args = ["check-saved", "--plan", saved_plan(tmp_path), "--summary", str(summary)]
+    assert plan.main([*args, "--spec-blob", ""]) == 1
+    assert "(3b18e512dba79e4c8300dd08aeb37f8e728b8dad then, no spec.yml now)" in capsys.readouterr().err
+    args += ["--spec-blob", BLOB]
     assert plan.main(args) == 0
     assert "is current: 0 to add, 1 to change" in capsys.readouterr().out
     full = [*args, "--show-json", str(show_file), "--spec", str(spec_file), "--state", str(state_file)]
