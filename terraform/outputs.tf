@@ -22,3 +22,16 @@ output "web_acl_arn" {
   description = "ARN of the WAFv2 web ACL, or null when WAF is disabled."
   value       = module.pod.web_acl_arn
 }
+
+# The deploy workflow reads this from a saved plan (terraform show -json) before applying it:
+# a plan is applied only by a run whose spec is the one planned.
+output "spec" {
+  description = "The pod's spec as planned (spec.yml's five fields)."
+  value = {
+    customer      = local.spec.customer
+    environment   = local.spec.environment
+    instance_name = local.spec.instance_name
+    instance_type = local.spec.instance_type
+    waf_enabled   = tobool(local.spec.waf_enabled)
+  }
+}

@@ -1,5 +1,5 @@
 variable "spec_file" {
-  description = "Path to the pod's spec.yml (rendered by `python -m deployments.podspec render`)."
+  description = "Path to the pod's spec.yml (rendered by `python -m deployments.podspec render`), relative to this directory: a saved plan records it, and the apply reads the file again."
   type        = string
 }
 

