@@ -29,6 +29,12 @@ class DeploymentForm(forms.Form):
     expected_spec_sha = forms.RegexField(
         regex=re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$"), required=False, widget=forms.HiddenInput
     )
+    # Where the values come from when they are not typed: an earlier request of the pod ("Redeploy
+    # this spec") or a commit of its spec.yml ("Roll back to this version").
+    redeploy_of = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    source_commit = forms.RegexField(
+        regex=re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$"), required=False, widget=forms.HiddenInput
+    )
 
     def __init__(self, *args, listing: inventory.Listing | None = None, **kwargs):
         kwargs.setdefault("initial", {})
@@ -36,6 +42,7 @@ class DeploymentForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.listing = listing
         self.pod: inventory.Pod | None = None
+        self.redeployed: DeploymentRequest | None = None
         self.fields["instance_type"].widget.choices = [(t, t) for t in settings.ALLOWED_INSTANCE_TYPES]
         if self.initial.get("mode") == DeploymentRequest.Mode.EDIT or self.data.get("mode") == "edit":
             for name in ("customer", "environment"):
@@ -84,6 +91,15 @@ class DeploymentForm(forms.Form):
             raise ValidationError(f"Pod {customer}/{environment} already exists.", code="duplicate_pod")
         if data["mode"] == DeploymentRequest.Mode.EDIT and not self.pod:
             raise ValidationError(f"Pod {customer}/{environment} does not exist.", code="unknown_pod")
+        if data.get("redeploy_of"):
+            self.redeployed = DeploymentRequest.objects.filter(
+                pk=data["redeploy_of"], customer=customer, environment=environment
+            ).first()
+            if self.redeployed is None:
+                raise ValidationError(
+                    f"Request #{data['redeploy_of']} is not a request of {customer}/{environment}.",
+                    code="unknown_request",
+                )
         if self.pod and not self.pod.loaded:
             raise ValidationError(
                 f"The current spec of {customer}/{environment} is not loaded yet: GitHub's rate limit is "
@@ -113,6 +129,26 @@ class DeploymentForm(forms.Form):
     @property
     def is_unchanged(self) -> bool:
         return bool(self.pod and self.pod.spec == self.spec)
+
+    @classmethod
+    def for_values(
+        cls,
+        pod: inventory.Pod | None,
+        spec: podspec.PodSpec,
+        *,
+        redeploy_of: DeploymentRequest | None = None,
+        source_commit: str = "",
+    ) -> "DeploymentForm":
+        """The form of an earlier request's (or git version's) values against the pod as it is now
+        (a new idempotency key): what "Redeploy this spec" and "Roll back" post to the preview."""
+        initial = {
+            **spec.as_dict(),
+            "mode": "edit" if pod else "new",
+            "expected_spec_sha": pod.sha if pod else "",
+            "redeploy_of": redeploy_of.pk if redeploy_of else None,
+            "source_commit": source_commit,
+        }
+        return cls(initial=initial)
 
     @classmethod
     def for_pod(cls, pod: inventory.Pod) -> "DeploymentForm":

@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from . import gh, lifecycle
+from . import gh, lifecycle, podspec
 
 
 class LifecycleError(Exception):
@@ -125,6 +125,15 @@ class DeploymentRequest(models.Model):
     )
     release_reason = models.TextField(blank=True)
 
+    # Where the values came from when they were not typed: an earlier request redeployed ("Redeploy
+    # this spec"), or a version of spec.yml in git rolled back to (its commit).
+    redeploy_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="redeploys"
+    )
+    source_commit = models.CharField(
+        max_length=64, blank=True, help_text="The commit of spec.yml whose values were rolled back to"
+    )
+
     objects = DeploymentRequestQuerySet.as_manager()
 
     class Meta:
@@ -168,6 +177,13 @@ class DeploymentRequest(models.Model):
     @property
     def pod(self) -> str:
         return f"{self.customer}/{self.environment}"
+
+    @property
+    def spec(self) -> podspec.PodSpec:
+        """The values it deployed, as a spec."""
+        return podspec.PodSpec(
+            self.customer, self.environment, self.instance_name, self.instance_type, self.waf_enabled
+        )
 
     @property
     def request_id(self) -> str:

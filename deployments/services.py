@@ -122,6 +122,8 @@ def deployment_request_create(
     idempotency_key: uuid.UUID,
     source: Source = Source.WEB,
     expected_spec_sha: str | None = None,
+    redeploy_of: DeploymentRequest | None = None,
+    source_commit: str = "",
 ) -> tuple[DeploymentRequest, bool]:
     """Record a request as ``pending`` before anything is sent to GitHub.
 
@@ -131,7 +133,8 @@ def deployment_request_create(
     ``expected_spec_sha`` (the blob the values were written against; inventory.NO_SPEC for a new
     pod; None: no check) is not the ``current`` spec's, NothingToDeploy when ``spec`` is the
     pod's ``current`` spec, and PodLocked when the pod already has an active request (a
-    database constraint makes that hold across workers).
+    database constraint makes that hold across workers). ``redeploy_of`` (an earlier request) or
+    ``source_commit`` (a commit of spec.yml) say where the values came from, when not typed.
     """
     inputs = workflow_inputs(spec=spec, idempotency_key=idempotency_key)
     existing = selectors.request_by_key(idempotency_key)
@@ -157,6 +160,8 @@ def deployment_request_create(
                 idempotency_key=idempotency_key,
                 flow=flow,
                 approval_required=approval_required,
+                redeploy_of=redeploy_of,
+                source_commit=source_commit,
             )
             lifecycle.created(request, source=source, actor=user)
     except IntegrityError:

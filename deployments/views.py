@@ -119,7 +119,10 @@ def pod_detail(request, customer: str, environment: str):
         history, history_error = gh_history.spec_commits(path, page=page), ""
     except gh.GitHubError as exc:
         history, history_error = None, exc.message
-    requests = selectors.pod_requests(customer=customer, environment=environment)[:POD_REQUESTS_SHOWN]
+    requests = [
+        (r, _redeploy_form(request, pod, r))
+        for r in selectors.pod_requests(customer=customer, environment=environment)[:POD_REQUESTS_SHOWN]
+    ]
     commits = selectors.label_commits(history.commits if history else ())
     context = {
         "pod": pod,
@@ -135,18 +138,30 @@ def pod_detail(request, customer: str, environment: str):
     return render(request, "deployments/pod_detail.html", context)
 
 
+def _redeploy_form(
+    request, pod: inventory.Pod | None, deployment: DeploymentRequest
+) -> DeploymentForm | None:
+    """The preview form of ``deployment``'s values against the pod now ("Redeploy this spec"), or
+    None when there is nothing to redeploy: its spec is the current one, or the user may not."""
+    if not request.user.has_perm(DEPLOY_PERMISSION) or (pod and deployment.spec_after == pod.text):
+        return None
+    return DeploymentForm.for_values(pod, deployment.spec, redeploy_of=deployment)
+
+
 # Bytes of a version's diff shown (two specs of at most MAX_SPEC_BYTES each give far less).
 MAX_DIFF_CHARS = 20_000
 
 
 @require_GET
 def pod_diff(request, customer: str, environment: str):
-    """Two versions of the pod's spec.yml, by commit, side by side as a diff."""
-    _pod_or_404(customer, environment)
+    """Two versions of the pod's spec.yml, by commit (``to`` left out: the current spec), as a
+    diff, and "Roll back to this version" for the older one."""
+    pod = _pod_or_404(customer, environment)
     path = podspec.spec_path(settings.SPECS_PATH, customer, environment)
-    shas = [request.GET.get("from", ""), request.GET.get("to", "")]
+    current = gh_history.SpecVersion(commit="", blob_sha=pod.sha, text=pod.text)
     try:
-        versions = [gh_history.spec_at(sha, path) for sha in shas]
+        old = gh_history.spec_at(request.GET.get("from", ""), path)
+        new = gh_history.spec_at(request.GET["to"], path) if "to" in request.GET else current
     except ValueError:
         return error_page(
             request,
@@ -155,7 +170,10 @@ def pod_diff(request, customer: str, environment: str):
             title="Not a version",
             message="Choose two versions of spec.yml from the pod's history (from= and to= commit ids).",
         )
-    old, new = versions
+    specs = [_parsed(old.text), _parsed(new.text)]
+    rollback = None
+    if specs[0][0] and old.text != pod.text and request.user.has_perm(DEPLOY_PERMISSION):
+        rollback = DeploymentForm.for_values(pod, specs[0][0], source_commit=old.commit)
     context = {
         "pod": f"{customer}/{environment}",
         "customer": customer,
@@ -163,7 +181,8 @@ def pod_diff(request, customer: str, environment: str):
         "old": old,
         "new": new,
         "diff": podspec.diff(old.text, new.text or "", path=path)[:MAX_DIFF_CHARS],
-        "specs": [_parsed(version.text) for version in versions],
+        "specs": specs,
+        "rollback": rollback,
     }
     return render(request, "deployments/pod_diff.html", context)
 
@@ -291,6 +310,8 @@ def deploy(request):
             current=form.pod,
             idempotency_key=form.cleaned_data["idempotency_key"],
             expected_spec_sha=form.expected_sha,
+            redeploy_of=form.redeployed,
+            source_commit=form.cleaned_data["source_commit"] or "",
         )
     except services.SpecChanged as exc:
         return _spec_changed(request, form, exc)
@@ -398,8 +419,14 @@ def request_detail(request, pk: int):
     deployment = _deployment_or_404(pk)
     if _catch_up(deployment):
         deployment.refresh_from_db()
+    pod = None if deployment.is_active else inventory.get_pod(deployment.customer, deployment.environment)
     context = {
         **_request_context(request, deployment),
+        "redeploys": deployment.redeploys.order_by("pk"),
+        # A failed request offers "Try again" (the same values) instead.
+        "redeploy": None
+        if deployment.is_active or deployment.failed
+        else _redeploy_form(request, pod, deployment),
         "diff": podspec.diff(
             deployment.spec_before or None,
             deployment.spec_after,

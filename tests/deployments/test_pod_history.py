@@ -8,7 +8,7 @@ from pytest_django.asserts import assertContains, assertNotContains
 from deployments import podspec, services
 from deployments.models import DeploymentRequest
 from fakegithub._git import blob_sha
-from tests.helpers import EDIT_ACME_PROD, dispatches, form
+from tests.helpers import EDIT_ACME_PROD, dispatches, form, logged_in_client
 
 ACME_PROD = "pods/acme/prod/spec.yml"
 
@@ -82,7 +82,7 @@ def test_pod_page_lists_its_requests_newest_first_with_outcome_and_run_links(gh,
 
     response = deployer_client.get("/pods/acme/prod/")
 
-    assert [r.pk for r in response.context["requests"]] == [second.pk, first.pk]
+    assert [r.pk for r, _ in response.context["requests"]] == [second.pk, first.pk]
     page = response.content.decode()
     row = re.search(rf'<tr id="request-{second.pk}">.*?</tr>', page, re.S).group(0)
     assert "success" in row and "dana" in row and f'href="{second.run_url}"' in row
@@ -191,3 +191,118 @@ def test_history_unavailable_is_said_and_the_rest_of_the_page_shown(gh, viewer_c
 def test_deploys_through_the_portal_count_as_dispatches(gh, deployer_client):
     deploy(deployer_client, gh, form(EDIT_ACME_PROD))
     assert len(dispatches(gh)) == 1
+
+
+# --- redeploy and roll back -------------------------------------------------------------------------
+
+
+def hidden_values(response, form_id: str) -> dict:
+    """The hidden inputs of the form ``form_id`` on a page: what its button posts."""
+    page = response.content.decode()
+    block = re.search(rf'<form [^>]*id="{form_id}"[^>]*>(.*?)</form>', page, re.S)
+    assert block, f"no form {form_id}"
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', block.group(1)))
+
+
+def test_redeploy_of_a_past_request_sends_exactly_that_specs_inputs(gh, deployer_client):
+    older = deploy(deployer_client, gh, form(EDIT_ACME_PROD))  # t3.large
+    newer = deploy(deployer_client, gh, form(EDIT_ACME_PROD, instance_type="t3.xlarge", waf_enabled=""))
+
+    page = deployer_client.get(older.get_absolute_url())
+    values = hidden_values(page, "redeploy")
+    assert values["redeploy_of"] == str(older.pk)
+    assert values["idempotency_key"] not in (str(older.idempotency_key), str(newer.idempotency_key))
+    preview = deployer_client.post("/deploy/preview/", values)
+    assert preview.status_code == 200
+    assertContains(preview, f'Redeploy of <a href="/requests/{older.pk}/">#{older.pk}</a>')
+    # the reverse of the newer change
+    assertContains(preview, '<span class="del">-instance_type: t3.xlarge</span>', html=True)
+    assertContains(preview, '<span class="add">+instance_type: t3.large</span>', html=True)
+    assertContains(preview, '<span class="add">+waf_enabled: true</span>', html=True)
+
+    response = deployer_client.post("/deploy/", values)
+
+    assert response.status_code == 302
+    redeploy = DeploymentRequest.objects.get(idempotency_key=values["idempotency_key"])
+    assert redeploy.redeploy_of == older and redeploy.source_commit == ""
+    sent = dispatches(gh)[-1].json["inputs"]
+    assert {k: sent[k] for k in podspec.FIELDS} == {k: older.inputs[k] for k in podspec.FIELDS}
+    assertContains(
+        deployer_client.get(redeploy.get_absolute_url()), f'Redeploy of <a href="/requests/{older.pk}/">'
+    )
+    assertContains(
+        deployer_client.get(older.get_absolute_url()), f'Redeployed by <a href="/requests/{redeploy.pk}/">'
+    )
+
+
+def test_pod_page_offers_redeploy_of_past_specs_only(gh, deployer_client):
+    older = deploy(deployer_client, gh, form(EDIT_ACME_PROD))
+    newer = deploy(deployer_client, gh, form(EDIT_ACME_PROD, instance_type="t3.xlarge"))
+    page = deployer_client.get("/pods/acme/prod/").content.decode()
+    row = re.search(rf'<tr id="request-{older.pk}">.*?</tr>', page, re.S).group(0)
+    assert "Redeploy this spec" in row
+    row = re.search(rf'<tr id="request-{newer.pk}">.*?</tr>', page, re.S).group(0)
+    assert "Redeploy this spec" not in row  # it is the current spec
+
+
+def test_viewers_are_not_offered_redeploy(gh, deployer_client, viewer):
+    older = deploy(deployer_client, gh, form(EDIT_ACME_PROD))
+    deploy(deployer_client, gh, form(EDIT_ACME_PROD, instance_type="t3.xlarge"))
+    viewer_client = logged_in_client(viewer)
+    assertNotContains(viewer_client.get("/pods/acme/prod/"), "Redeploy this spec")
+    assertNotContains(viewer_client.get(older.get_absolute_url()), "Redeploy this spec")
+
+
+def test_roll_back_to_a_git_version_records_the_commit(gh, deployer_client):
+    seed = gh.head_sha
+    gh.put_file(ACME_PROD, spec_text("t3.xlarge", waf=False), message="Hand edit")
+
+    history = deployer_client.get("/pods/acme/prod/")
+    assertContains(history, f'href="/pods/acme/prod/diff/?from={seed}"')
+    diff = deployer_client.get(f"/pods/acme/prod/diff/?from={seed}")
+    assertContains(diff, '<span class="add">+instance_type: t3.xlarge</span>', html=True)
+    values = hidden_values(diff, "rollback")
+    assert values["source_commit"] == seed
+    assert values["expected_spec_sha"] == blob_sha(gh.files[ACME_PROD].encode())
+    preview = deployer_client.post("/deploy/preview/", values)
+    assertContains(preview, f"Roll back to version <code>{seed[:7]}</code>")
+    assertContains(preview, '<span class="add">+instance_type: t3.medium</span>', html=True)
+
+    response = deployer_client.post("/deploy/", values)
+
+    request = DeploymentRequest.objects.get()
+    assert response.status_code == 302
+    assert (request.source_commit, request.redeploy_of) == (seed, None)
+    assert dispatches(gh)[0].json["inputs"]["instance_type"] == "t3.medium"
+    assertContains(deployer_client.get(request.get_absolute_url()), f"Rolled back to <code>{seed[:7]}</code>")
+
+
+def test_no_roll_back_to_a_version_that_is_not_a_valid_spec(gh, deployer_client):
+    gh.put_file(ACME_PROD, "customer: acme\n")
+    broken = gh.head_sha
+    gh.put_file(ACME_PROD, spec_text("t3.xlarge"))
+    response = deployer_client.get(f"/pods/acme/prod/diff/?from={broken}")
+    assert response.status_code == 200
+    assert response.context["rollback"] is None
+
+
+def test_redeploy_of_another_pods_request_is_refused(gh, deployer_client):
+    other = deploy(
+        deployer_client, gh, form(EDIT_ACME_PROD, customer="globex", instance_name="globex-prod-app")
+    )
+    response = deployer_client.post("/deploy/preview/", form(EDIT_ACME_PROD, redeploy_of=str(other.pk)))
+    assert response.status_code == 400
+    assertContains(response, f"Request #{other.pk} is not a request of acme/prod.", status_code=400)
+
+
+def test_try_again_of_a_failed_request_is_a_redeploy_of_it(gh, deployer_client):
+    gh.conclusions["acme/prod"] = "failure"
+    failed = deploy(deployer_client, gh, form(EDIT_ACME_PROD))
+    assert failed.failed
+    values = hidden_values(deployer_client.get(failed.get_absolute_url()), "try-again")
+    gh.conclusions.clear()
+    response = deployer_client.post("/deploy/", values)
+    assert response.status_code == 302
+    again = DeploymentRequest.objects.exclude(pk=failed.pk).get()
+    assert again.redeploy_of == failed
+    assert dispatches(gh)[-1].json["inputs"]["instance_type"] == "t3.large"
