@@ -55,8 +55,8 @@ def deploy_pod(gh: FakeGitHub, inputs: dict[str, str]) -> RunOutcome:
     - ``apply``: download run ``plan_run_id``'s saved plan and summary ("Plan not found" when
       either is missing or expired, or is another pod's), refuse it ("Stale plan") when the
       pod's spec.yml on the branch changed since or this run's spec is not the planned one —
-      the workflow's own checks, ``deployments.plan.check_summary`` and ``check_spec`` — then
-      commit spec.yml and apply; leaves the plan's ``plan-summary``.
+      the workflow's own checks, ``deployments.plan.check_summary``, ``check_spec_blob`` and
+      ``check_spec`` — then commit spec.yml and apply; leaves the plan's ``plan-summary``.
 
     In every mode, a non-empty ``expected_spec_sha`` (the blob of spec.yml the portal's operator
     saw; NO_SPEC: no spec.yml) that is not the branch's fails the run at "Check spec.yml is
@@ -112,7 +112,9 @@ def _apply(gh: FakeGitHub, plan_run_id: str, spec: podspec.PodSpec, path: str, m
         return _refused(UNPACK_PLAN_STEP, plan.PLAN_NOT_FOUND, why)
     saved, summary = downloaded
     try:
-        plan.check_summary(plan.parse(summary), spec.pod, _applied(gh, path)[1])
+        saved_summary = plan.parse(summary)
+        plan.check_summary(saved_summary, spec.pod)
+        plan.check_spec_blob(saved_summary, _applied(gh, path)[1])
     except plan.SavedPlanError as exc:
         return _refused(UNPACK_PLAN_STEP, exc.title, exc.message)
     try:

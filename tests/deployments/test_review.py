@@ -221,7 +221,10 @@ def test_late_events_of_the_plan_run_do_not_touch_the_apply(gh, deployer_client)
     assert request.events.count() == events
 
 
-def test_apply_after_the_spec_moved_is_refused_as_a_stale_plan(gh, deployer_client):
+def test_apply_after_the_spec_moved_overwrites_nothing(gh, deployer_client):
+    # The apply run checks the spec.yml the operator saw (expected_spec_sha) before anything
+    # else, so a change merged between plan and apply is refused as such (the saved plan's own
+    # stale check comes next: tests/fakegithub/test_plan_apply.py, tests/infra).
     request = plan(deployer_client, gh, STAGING)
     moved = gh.files["pods/acme/staging/spec.yml"].replace("t3.small", "t3.large")
     gh.put_file("pods/acme/staging/spec.yml", moved, message="Direct change")
@@ -231,11 +234,11 @@ def test_apply_after_the_spec_moved_is_refused_as_a_stale_plan(gh, deployer_clie
     gh.complete_run(request.run_id)
     deliver(deployer_client, gh, position)
     request.refresh_from_db()
-    assert (request.conclusion, request.error_type) == ("failure", "stale_plan")
+    assert (request.conclusion, request.error_type) == ("failure", "spec_changed")
     assert gh.files["pods/acme/staging/spec.yml"] == moved  # nothing overwritten
     page = deployer_client.get(f"/requests/{request.pk}/")
     assertContains(page, "Deployment failed: acme/staging")
-    assertContains(page, "The plan is out of date — plan again.")
+    assertContains(page, "spec.yml changed since you opened it")
 
 
 def test_protected_branch_refusal_is_told_in_words(gh, deployer_client):
