@@ -33,6 +33,7 @@ test: lint browser nginx oidc-provider podman
 
 browser:
 	@scripts/ensure_chromium.sh
+	@scripts/ensure_axe.sh
 
 # The OpenID Provider the sign-in tests run (tests/oidc: npm's oidc-provider, from its lock file).
 oidc-provider:

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.db.models import Count, Max, Q
+from django.utils import timezone
 
 from . import lifecycle
 from .models import DeploymentRequest
@@ -19,6 +20,8 @@ from .models import DeploymentRequest
 # expiry or another person's approval can change it), none once the request has ended.
 RUNNING_POLL_SECONDS = 2
 WAITING_POLL_SECONDS = 30
+# How long a finished page waits for a failed run's reason (read from GitHub once, at the end).
+REASON_WAIT = dt.timedelta(minutes=2)
 PODS_BUSY_POLL_SECONDS = 5
 PODS_IDLE_POLL_SECONDS = 20
 # A plan waiting to be applied or approved (as DeploymentRequest.waits_for_people).
@@ -113,11 +116,16 @@ def request_stamp(pk: int) -> RequestStamp | None:
     )
 
 
-def poll_seconds(request: DeploymentRequest) -> int | None:
+def poll_seconds(request: DeploymentRequest, *, now: dt.datetime | None = None) -> int | None:
     """How often the request page asks again; None once nothing more can happen."""
-    if not request.is_active:
-        return None
-    return WAITING_POLL_SECONDS if request.waits_for_people else RUNNING_POLL_SECONDS
+    if request.is_active:
+        return WAITING_POLL_SECONDS if request.waits_for_people else RUNNING_POLL_SECONDS
+    # A failed run's reason is read from GitHub just after it ends: wait for it a little while.
+    ended = request.completed_at
+    reason_pending = request.failed and not request.error_message
+    if reason_pending and ended is not None and (now or timezone.now()) - ended < REASON_WAIT:
+        return RUNNING_POLL_SECONDS
+    return None
 
 
 @dataclass(frozen=True)
