@@ -280,6 +280,18 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
         return user
 
 
+def axes_exempt(request: Any, credentials: dict[str, Any] | None) -> bool:
+    """django-axes' AXES_WHITELIST_CALLABLE: the provider's callback is never locked out or counted.
+
+    Its authenticate() call has no username, so axes would count its failures for the address
+    alone, and everyone behind one NAT would be locked out of single sign-on after a few failed
+    code exchanges. Guessing there gains nothing (a code is single-use, bound to the session's
+    state and PKCE verifier); passwords are throttled by the provider. Password sign-ins, which
+    carry a username, are counted as before.
+    """
+    return bool(credentials) and "nonce" in credentials and not credentials.get("username")
+
+
 # --- the views ----------------------------------------------------------------------------------
 
 

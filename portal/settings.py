@@ -273,6 +273,8 @@ OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="your company account
 OIDC_TIMEOUT = env.int("OIDC_TIMEOUT", default=10)
 OIDC_USE_PKCE = True
 OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+# Axes does not count the provider's callback (no username: it would lock out an address).
+AXES_WHITELIST_CALLABLE = "accounts.oidc.axes_exempt"
 # --- end of single sign-on ---
 
 # --- API (api/, Django REST framework + drf-spectacular) ---

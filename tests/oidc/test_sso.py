@@ -156,3 +156,38 @@ def test_provider_answering_for_another_issuer_is_refused(idp, client, settings)
 def test_groups_claim_of_any_shape_is_read_safely(settings, claim, expected):
     settings.OIDC_GROUPS_CLAIM = "groups"
     assert oidc.idp_groups({"groups": claim}) == expected
+
+
+def test_failed_callbacks_lock_nobody_out_and_passwords_are_still_throttled(idp, client, settings):
+    from axes.models import AccessAttempt
+
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        response = client.get("/oidc/authenticate/")
+        state = response["Location"].split("state=")[1].split("&")[0]
+        assert (
+            client.get("/oidc/callback/", {"code": "forged", "state": state})["Location"]
+            == "/accounts/login/"
+        )
+    assert not AccessAttempt.objects.exists()
+    assert sign_in(client, idp, "alice")["Location"] == "/"
+    client.post("/accounts/logout/")
+    make_user(username="local")
+    statuses = [
+        client.post("/accounts/login/", {"username": "local", "password": "wrong"}).status_code
+        for _ in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert statuses[-1] == 429 and AccessAttempt.objects.filter(username="local").exists()
+
+
+@pytest.mark.parametrize("exempt", [True, False])
+def test_axes_counts_no_failed_callback_only_with_the_exemption(db, rf, settings, exempt):
+    # The callback's authenticate() has a nonce and no username; when every backend answers None
+    # Django signals a failed sign-in, which axes would count for the address alone.
+    from axes.models import AccessAttempt
+    from django.contrib.auth import authenticate
+
+    if not exempt:
+        settings.AXES_WHITELIST_CALLABLE = None
+    for _ in range(3):
+        assert authenticate(rf.get("/oidc/callback/"), nonce="n", code_verifier="v") is None
+    assert AccessAttempt.objects.exists() is not exempt
