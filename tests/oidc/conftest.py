@@ -139,13 +139,21 @@ def idp(oidc_provider, settings, db):
 FORM_ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 
 
-def sign_in(client, provider: OpenIDProvider, username: str, password: str = PASSWORD, *, browser=None):
+def sign_in(
+    client,
+    provider: OpenIDProvider,
+    username: str,
+    password: str = PASSWORD,
+    *,
+    browser=None,
+    start: str = "",
+):
     """Sign in as a person does, following every redirect over HTTP: the portal (Django test
     client) sends the browser to the provider (real HTTP), whose login page is filled in and
     which sends the browser back to the portal's callback. Returns the portal's last response
     (or the provider's page, when it did not send the browser back)."""
     browser = browser or requests.Session()
-    response = client.get("/oidc/authenticate/")
+    response = client.get(start or "/oidc/authenticate/")
     location = response.headers.get("Location", "")
     assert response.status_code == 302 and location.startswith(provider.issuer), response
     idp_response = None

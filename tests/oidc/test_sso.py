@@ -191,3 +191,11 @@ def test_axes_counts_no_failed_callback_only_with_the_exemption(db, rf, settings
     for _ in range(3):
         assert authenticate(rf.get("/oidc/callback/"), nonce="n", code_verifier="v") is None
     assert AccessAttempt.objects.exists() is not exempt
+
+
+def test_sign_in_returns_to_the_page_asked_for_and_never_off_site(idp, client):
+    response = sign_in(client, idp, "alice", start="/oidc/authenticate/?next=/requests/%3Fstatus%3Dfailed")
+    assert response["Location"] == "/requests/?status=failed"
+    client.post("/accounts/logout/")
+    response = sign_in(client, idp, "alice", start="/oidc/authenticate/?next=https://evil.example/")
+    assert response["Location"] == "/"
