@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, sizes 10 and 100 only")
     parser.add_argument(
         "--only",
-        default="inventory,deploy,concurrency,health,throughput,memory",
+        default="inventory,deploy,concurrency,review,health,throughput,memory",
         help="comma list of scenarios to run",
     )
     args = parser.parse_args(argv)
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             ("inventory", lambda: scenarios.inventory(stack, cfg, session, seed_repo)),
             ("deploy", lambda: scenarios.deploy(stack, cfg, session, seed_repo, pods)),
             ("concurrency", lambda: scenarios.concurrency(stack, cfg, session, seed_repo, pods)),
+            ("review", lambda: scenarios.review(stack, cfg, session, seed_repo, pods)),
             ("health", lambda: scenarios.health(stack, cfg, client, seed_repo)),
             ("throughput", lambda: scenarios.throughput(stack, cfg, session)),
             ("memory", lambda: scenarios.memory(stack, cfg)),
