@@ -289,7 +289,9 @@ def axes_exempt(request: Any, credentials: dict[str, Any] | None) -> bool:
     state and PKCE verifier); passwords are throttled by the provider. Password sign-ins, which
     carry a username, are counted as before.
     """
-    return bool(credentials) and "nonce" in credentials and not credentials.get("username")
+    if not credentials:
+        return False
+    return "nonce" in credentials and not credentials.get("username")
 
 
 # --- the views ----------------------------------------------------------------------------------
