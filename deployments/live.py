@@ -122,7 +122,9 @@ def poll_seconds(request: DeploymentRequest, *, now: dt.datetime | None = None) 
         return WAITING_POLL_SECONDS if request.waits_for_people else RUNNING_POLL_SECONDS
     # A failed run's reason is read from GitHub just after it ends: wait for it a little while.
     ended = request.completed_at
-    reason_pending = request.failed and not request.error_message
+    reason_pending = (
+        request.status == lifecycle.Status.COMPLETED and request.failed and not request.error_message
+    )
     if reason_pending and ended is not None and (now or timezone.now()) - ended < REASON_WAIT:
         return RUNNING_POLL_SECONDS
     return None

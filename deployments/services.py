@@ -95,15 +95,30 @@ def review_policy(environment: str) -> tuple[DeploymentRequest.Flow, bool]:
     return DeploymentRequest.Flow.REVIEW, approval
 
 
-def workflow_inputs(*, spec: podspec.PodSpec, idempotency_key: uuid.UUID) -> dict[str, str]:
+def workflow_inputs(
+    *, spec: podspec.PodSpec, idempotency_key: uuid.UUID, expected_spec_sha: str = ""
+) -> dict[str, str]:
     """The exact ``workflow_dispatch`` inputs for ``spec``: shown in the preview, then sent.
 
     ``action`` is ``plan`` for a reviewed pod (the apply is a second dispatch, of the same
     inputs with ``action`` ``apply`` and the plan run's id) and ``deploy`` for a one-run deploy.
+    ``expected_spec_sha`` (see expected_spec) makes the workflow refuse any other spec.yml.
     """
     flow, _ = review_policy(spec.environment)
     action = "plan" if flow == DeploymentRequest.Flow.REVIEW else "deploy"
-    return spec.workflow_inputs() | {"request_id": str(idempotency_key), "action": action}
+    return spec.workflow_inputs() | {
+        "request_id": str(idempotency_key),
+        "action": action,
+        "expected_spec_sha": expected_spec_sha,
+    }
+
+
+def expected_spec(*, expected_spec_sha: str | None, current: inventory.Pod | None) -> str:
+    """The spec.yml blob the workflow must find on the branch: the one the values were written
+    against, else the ``current`` one the portal checked; "" (no check) for neither."""
+    if expected_spec_sha is not None:
+        return expected_spec_sha
+    return current.sha if current else ""
 
 
 def spec_check(*, expected_spec_sha: str | None, current: inventory.Pod | None) -> None:
@@ -136,7 +151,11 @@ def deployment_request_create(
     database constraint makes that hold across workers). ``redeploy_of`` (an earlier request) or
     ``source_commit`` (a commit of spec.yml) say where the values came from, when not typed.
     """
-    inputs = workflow_inputs(spec=spec, idempotency_key=idempotency_key)
+    inputs = workflow_inputs(
+        spec=spec,
+        idempotency_key=idempotency_key,
+        expected_spec_sha=expected_spec(expected_spec_sha=expected_spec_sha, current=current),
+    )
     existing = selectors.request_by_key(idempotency_key)
     if existing:
         return _same_submission(existing, inputs), False
@@ -178,7 +197,9 @@ def deployment_request_create(
 
 
 def _same_submission(existing: DeploymentRequest, inputs: dict[str, str]) -> DeploymentRequest:
-    if existing.inputs != inputs:
+    # The same values are the same submission whatever spec.yml is expected by now: once the
+    # first one landed, the spec on the branch is its own.
+    if {**existing.inputs, "expected_spec_sha": ""} != {**inputs, "expected_spec_sha": ""}:
         raise AlreadySubmitted(existing)
     return existing
 
@@ -527,7 +548,8 @@ def _explain_failure(pk: int, run: gh.RunState) -> None:
         logger.warning("request %s: why run %s failed is unknown: %s", pk, run.run_id, exc.message)
         failure = None
     error_type, message = jobs.describe_failure(failure, conclusion)
-    if request.error_type == "plan_failed" and error_type not in ("protected_branch", "stale_plan"):
+    explained = ("protected_branch", "stale_plan", "spec_changed")  # their own words say more
+    if request.error_type == "plan_failed" and error_type not in explained:
         error_type, message = "plan_failed", f"The plan failed; nothing was applied. {message}"
     with transaction.atomic():
         DeploymentRequest.objects.filter(pk=pk).update(

@@ -275,7 +275,11 @@ def deploy_preview(request):
     context = {
         "form": form,
         "spec": spec,
-        "inputs": services.workflow_inputs(spec=spec, idempotency_key=form.cleaned_data["idempotency_key"]),
+        "inputs": services.workflow_inputs(
+            spec=spec,
+            idempotency_key=form.cleaned_data["idempotency_key"],
+            expected_spec_sha=services.expected_spec(expected_spec_sha=form.expected_sha, current=form.pod),
+        ),
         "diff": podspec.diff(
             form.spec_before,
             podspec.render(spec),
@@ -395,6 +399,7 @@ def _request_context(request, deployment: DeploymentRequest) -> dict[str, Any]:
         "deployment": deployment,
         "events": events,
         "failure": next((e for e in reversed(events) if e.data.get("step") or e.data.get("job_url")), None),
+        "last_failed": next((e for e in reversed(events) if e.failed), None),
         "actions_url": gh.actions_url(),
         # "Try again" opens the preview with the same values, as a new request (a new key).
         "try_again": uuid.uuid4() if deployment.failed and request.user.has_perm(DEPLOY_PERMISSION) else None,

@@ -43,6 +43,8 @@ class WorkflowDef:
         # deploy: plan and apply in one run; plan: plan only; apply: the saved plan of plan_run_id.
         inputs["action"] = Input("action", required=False, default="deploy")
         inputs["plan_run_id"] = Input("plan_run_id", required=False, default="")
+        # The blob SHA of spec.yml the request was made against; "" checks nothing.
+        inputs["expected_spec_sha"] = Input("expected_spec_sha", required=False, default="")
         return cls(inputs=inputs)
 
     @classmethod

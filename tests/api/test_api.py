@@ -11,6 +11,7 @@ from django.utils import timezone
 from api.models import ApiToken, digest
 from deployments import services
 from deployments.models import DeploymentRequest
+from fakegithub._git import blob_sha
 from tests.api.conftest import ApiClient, token_for
 from tests.helpers import EDIT_ACME_PROD, dispatches, form
 
@@ -123,6 +124,7 @@ def test_create_dispatches_what_the_form_would_and_records_the_token_user(gh, ap
     assert sent.json["inputs"] == {
         "customer": "acme", "environment": "prod", "instance_name": "acme-prod-web",
         "instance_type": "t3.large", "waf_enabled": "true", "request_id": key, "action": "deploy",
+        "expected_spec_sha": blob_sha(request.spec_before.encode()),
     }  # fmt: skip
     events = body["events"]
     assert [(e["source"], e["actor"], e["to_status"]) for e in events] == [

@@ -4,6 +4,7 @@ from pytest_django.asserts import assertContains, assertNotContains
 from deployments import gh as portal_gh
 from deployments import services
 from deployments.models import DeploymentRequest
+from fakegithub._git import blob_sha
 from fakegithub.workflow import WorkflowDef
 from tests.helpers import (
     EDIT_ACME_PROD,
@@ -42,7 +43,7 @@ def test_preview_shows_exact_inputs_and_diff(gh, deployer_client):
     assert response.context["inputs"] == {
         "customer": "acme", "environment": "prod", "instance_name": "acme-prod-web",
         "instance_type": "t3.large", "waf_enabled": "true", "request_id": data["idempotency_key"],
-        "action": "deploy",
+        "action": "deploy", "expected_spec_sha": blob_sha(gh.files["pods/acme/prod/spec.yml"].encode()),
     }  # fmt: skip
     assertContains(response, '<span class="del">-instance_type: t3.medium</span>', html=True)
     assertContains(response, '<span class="add">+instance_type: t3.large</span>', html=True)
@@ -86,6 +87,8 @@ def test_deploy_of_edit_dispatches_exact_inputs_and_redirects_to_run(gh, deploye
             "waf_enabled": "true",
             "request_id": data["idempotency_key"],
             "action": "deploy",
+            # The spec.yml it was checked against: the workflow refuses any other (lost updates).
+            "expected_spec_sha": blob_sha(request.spec_before.encode()),
         },
         "return_run_details": True,
     }

@@ -1,7 +1,6 @@
 """Lost-update protection: a deploy against a spec.yml that changed since the form was opened is
 refused by the portal (409, nothing dispatched) and by the workflow itself."""
 
-import dataclasses
 import re
 import uuid
 
@@ -9,12 +8,11 @@ import pytest
 from pytest_django.asserts import assertContains
 
 from deployments import gh as portal_gh
-from deployments import podspec
+from deployments import podspec, services
 from deployments.gh import jobs
 from deployments.inventory import NO_SPEC
 from deployments.models import DeploymentRequest
 from fakegithub._git import blob_sha
-from fakegithub.workflow import Input
 from tests.helpers import EDIT_ACME_PROD, NEW_POD, dispatches, form
 
 ACME_PROD = "pods/acme/prod/spec.yml"
@@ -139,16 +137,8 @@ def test_the_deploy_costs_one_free_check_and_the_dispatch(gh, deployer_client):
 # --- the workflow's own check (the emulated deploy-pod.yml) ----------------------------------------
 
 
-def declare_expected_spec_sha(gh) -> None:
-    """The emulator's workflow with the expected_spec_sha input (as deploy-pod.yml declares it)."""
-    inputs = dict(gh.workflow_def.inputs)
-    inputs.setdefault("expected_spec_sha", Input("expected_spec_sha", required=False, default=""))
-    gh.workflow_def = dataclasses.replace(gh.workflow_def, inputs=inputs)
-
-
 def run_with(gh, *, action: str = "deploy", **extra: str) -> int:
     """Dispatch the workflow over HTTP with acme/prod on t3.large, run it to the end, its id."""
-    declare_expected_spec_sha(gh)
     spec = podspec.PodSpec("acme", "prod", "acme-prod-web", "t3.large", True)
     inputs = spec.workflow_inputs() | {"request_id": str(uuid.uuid4()), "action": action, **extra}
     run_id = portal_gh.dispatch(inputs=inputs).run_id
@@ -202,3 +192,55 @@ def test_the_workflow_refuses_an_expected_spec_that_is_not_an_object_id(gh):
     failure = jobs.run_failure(run_id)
     assert (failure.step, failure.title) == ("Check spec.yml is unchanged", "Invalid input")
     assert "instance_type: t3.medium" in gh.files[ACME_PROD]
+
+
+def test_a_commit_landing_between_dispatch_and_run_fails_the_run_not_the_spec(
+    gh, deployer_client, django_capture_on_commit_callbacks
+):
+    seen = blob_sha(gh.files[ACME_PROD].encode())
+    data = {**EDIT_ACME_PROD, **opened_form(deployer_client)}
+    assert deployer_client.post("/deploy/", data).status_code == 302
+    request = DeploymentRequest.objects.get()
+    assert dispatches(gh)[0].json["inputs"]["expected_spec_sha"] == seen
+    gh.put_file(ACME_PROD, CHANGED, message="Hand edit while the run was queued")
+
+    gh.complete_run(request.run_id, conclusion=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_requests_sync()
+
+    request.refresh_from_db()
+    assert (request.conclusion, request.error_type) == ("failure", "spec_changed")
+    assert gh.files[ACME_PROD] == CHANGED
+    page = deployer_client.get(request.get_absolute_url())
+    assertContains(page, "spec.yml changed since you opened it — review the new version")
+
+
+def test_a_new_pods_run_expects_no_spec_yml(gh, deployer_client):
+    assert deployer_client.post("/deploy/", form(NEW_POD)).status_code == 302
+    assert dispatches(gh)[0].json["inputs"]["expected_spec_sha"] == NO_SPEC
+
+
+def test_the_apply_of_a_reviewed_plan_checks_the_spec_again(
+    gh, deployer_client, review_flow, django_capture_on_commit_callbacks
+):
+    review_flow.APPROVAL_REQUIRED_ENVIRONMENTS = []
+    data = {**EDIT_ACME_PROD, **opened_form(deployer_client)}
+    deployer_client.post("/deploy/", data)
+    request = DeploymentRequest.objects.get()
+    gh.complete_run(request.run_id, conclusion=None)
+    services.deployment_requests_sync()
+    request.refresh_from_db()
+    assert request.status == "planned"
+    gh.put_file(ACME_PROD, CHANGED, message="Hand edit after the plan")
+
+    assert deployer_client.post(f"/requests/{request.pk}/apply/").status_code == 302
+
+    apply_inputs = dispatches(gh)[-1].json["inputs"]
+    assert (apply_inputs["action"], apply_inputs["expected_spec_sha"]) == ("apply", data["expected_spec_sha"])
+    request.refresh_from_db()
+    gh.complete_run(request.run_id, conclusion=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_requests_sync()
+    request.refresh_from_db()
+    assert request.error_type == "spec_changed"
+    assert gh.files[ACME_PROD] == CHANGED

@@ -74,10 +74,10 @@ def test_workflows_match_github_schema(venv_tool):
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
 
 
-def test_deploy_inputs_are_the_spec_fields_request_id_action_and_plan_run_id():
+def test_deploy_inputs_are_the_spec_fields_request_id_action_plan_run_id_and_expected_spec_sha():
     inputs = load(DEPLOY)["on"]["workflow_dispatch"]["inputs"]
-    assert set(inputs) == set(podspec.FIELDS) | {"request_id", "action", "plan_run_id"}
-    optional = {"request_id": "", "action": "deploy", "plan_run_id": ""}
+    assert set(inputs) == set(podspec.FIELDS) | {"request_id", "action", "plan_run_id", "expected_spec_sha"}
+    optional = {"request_id": "", "action": "deploy", "plan_run_id": "", "expected_spec_sha": ""}
     for name, spec in inputs.items():
         assert spec["type"] == "string", name
         if name in optional:
