@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import requests
 import yaml
@@ -228,15 +230,51 @@ def _seed_deploy(stack: Stack, seed_repo, index: int) -> dict:
     return {"ms": elapsed, "correct": own}
 
 
-def deploy(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods: Pods) -> list[Row]:
-    session.get(stack.url("/"), timeout=60).raise_for_status()  # warm inventory, as after a preview
-    times, counts, correct = [], [], 0
-    for _ in range(cfg.deploys):
+_replayer = requests.Session()  # keep-alive, as PyGithub's own session in a portal worker
+
+
+def _round_trip(stack: Stack, sent: list) -> float:
+    """Milliseconds the GitHub requests of one deploy take when a client just sends them: each
+    recorded request replayed as it was (a dispatch with a new request_id: its own run)."""
+    api = urlsplit(stack.gh.api_url)
+    started = time.perf_counter()
+    for r in sent:
+        body = r.body
+        if r.method == "POST" and r.path.endswith("/dispatches") and r.json:
+            body = json.dumps({**r.json, "inputs": {**r.json["inputs"], "request_id": str(uuid.uuid4())}})
+        headers = {k: v for k, v in r.headers.items() if k not in ("host", "content-length")}
+        url = f"{api.scheme}://{api.netloc}{r.path}"
+        _replayer.request(r.method, url, params=r.query, data=body, headers=headers, timeout=60)
+    return (time.perf_counter() - started) * MS
+
+
+def _portal_deploys(stack: Stack, session: requests.Session, pods: Pods, n: int) -> dict:
+    """``n`` sequential portal deploys: latencies, GitHub requests, overheads over the round trip."""
+    times, paid, sent_counts, overheads, trips, correct = [], [], [], [], [], 0
+    for _ in range(n):
         stack.gh.clear_requests()
         result = _portal_deploy(stack, session, pods.take())
-        counts.append(len(stack.gh.requests))
+        sent = list(stack.gh.requests)
+        sent_counts.append(len(sent))
+        paid.append(sum(1 for r in sent if r.status != 304))  # a 304 costs no rate limit
         times.append(result["ms"])
         correct += _portal_correct(stack, result)
+        trip = _round_trip(stack, sent)
+        trips.append(trip)
+        overheads.append(result["ms"] - trip)
+    return {
+        "times": times,
+        "paid": paid,
+        "sent": sent_counts,
+        "overheads": overheads,
+        "trips": trips,
+        "correct": correct,
+    }
+
+
+def deploy(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods: Pods) -> list[Row]:
+    session.get(stack.url("/"), timeout=60).raise_for_status()  # warm inventory, as after a preview
+    ours = _portal_deploys(stack, session, pods, cfg.deploys)
     seed_times, seed_counts, seed_correct = [], [], 0
     for _ in range(cfg.seed_dispatches):
         stack.gh.clear_requests()
@@ -244,28 +282,92 @@ def deploy(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods
         seed_counts.append(len(stack.gh.requests))
         seed_times.append(result["ms"])
         seed_correct += result["correct"]
-    portal, baseline = summary(times), summary(seed_times)
+    portal, baseline = summary(ours["times"]), summary(seed_times)
+    db = "PostgreSQL" if stack.vendor == "postgresql" else "SQLite"
     row = Row(
-        "deploy (POST /deploy/ → 302)",
+        f"deploy (POST /deploy/ → 302), {db}",
         "ms",
         portal,
         "seed dispatch (sleep 2 s + latest run)",
         baseline,
-        portal_requests=max(counts),
+        portal_requests=max(ours["sent"]),
         baseline_requests=max(seed_counts),
-        target="≤1 req, median ≤120 ms, ≥15× seed",
+        target="≤1 paid req (+ a free 304), median ≤120 ms, ≥15× seed",
     )
     row.met = (
-        max(counts) <= 1
+        max(ours["paid"]) <= 1
         and portal["median"] <= 120
         and baseline["median"] / portal["median"] >= 15
-        and correct == cfg.deploys
+        and ours["correct"] == cfg.deploys
     )
     row.notes.append(
-        f"{correct}/{cfg.deploys} portal deploys recorded the emulator's exact run for their request_id; "
-        f"the seed's sequential dispatches linked their own run {seed_correct}/{cfg.seed_dispatches} times."
+        f"{ours['correct']}/{cfg.deploys} portal deploys recorded the emulator's exact run for their "
+        f"request_id; the seed's sequential dispatches linked their own run {seed_correct}/"
+        f"{cfg.seed_dispatches} times. GH req: the lost-update check (a conditional request, 304 when "
+        "the pod did not change: no rate limit) and the dispatch."
     )
-    return [row]
+    overhead = summary(ours["overheads"])
+    trip_row = Row(
+        f"deploy overhead over GitHub's round trip, {db}",
+        "ms",
+        overhead,
+        "GitHub round trip (the deploy's requests replayed by a client)",
+        summary(ours["trips"]),
+        portal_requests=max(ours["sent"]),
+        baseline_requests=max(ours["sent"]),
+        ratio_kind="share",
+        target="p50 ≤15 ms on PostgreSQL" if stack.vendor == "postgresql" else "report",
+    )
+    if stack.vendor == "postgresql":
+        trip_row.met = overhead["median"] <= 15
+    trip_row.notes.append(
+        "overhead = each deploy's latency minus the same GitHub requests replayed right after it "
+        "from one keep-alive client (paired per deploy); ratio = overhead ÷ round trip."
+    )
+    rows = [row, trip_row]
+    if stack.vendor == "sqlite":
+        rows.append(_sqlite_settings(stack, cfg, session, pods))
+    return rows
+
+
+SQLITE_DEFAULTS = {
+    "DATABASE_CONN_MAX_AGE": "0",  # a new connection per request (Django's default)
+    # journal_mode is kept in the file: the baseline must set SQLite's defaults back explicitly.
+    "SQLITE_INIT_COMMAND": "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL",
+}
+
+
+def _sqlite_settings(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> Row:
+    """Deploys with the portal's SQLite settings (WAL, synchronous=NORMAL, persistent connections)
+    beside SQLite's and Django's defaults, in alternating blocks of the same run."""
+    tuned: list[float] = []
+    plain: list[float] = []
+    block = max(2, cfg.deploys // 4)
+    for _ in range(2):
+        for samples, overrides in ((plain, SQLITE_DEFAULTS), (tuned, {})):
+            saved = {k: stack.env.get(k) for k in SQLITE_DEFAULTS}
+            stack.env.update(overrides)
+            stack.restart_gunicorn()
+            try:
+                session.get(stack.url("/"), timeout=60).raise_for_status()  # warm the new workers
+                samples += _portal_deploys(stack, session, pods, block)["times"]
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        stack.env.pop(k, None)
+                    else:
+                        stack.env[k] = v
+    stack.restart_gunicorn()
+    row = Row(
+        "deploy, portal's SQLite settings (WAL, synchronous=NORMAL, CONN_MAX_AGE=60)",
+        "ms",
+        summary(tuned),
+        "SQLite/Django defaults (rollback journal, synchronous=FULL, CONN_MAX_AGE=0)",
+        summary(plain),
+        target="report",
+    )
+    row.notes.append(f"alternating blocks of {block} deploys, two of each, fresh gunicorn workers per block.")
+    return row
 
 
 def concurrency(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods: Pods) -> list[Row]:

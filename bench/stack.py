@@ -53,11 +53,17 @@ def spec_text(index: int, *, instance_type: str = "t3.medium", waf_enabled: bool
 class Stack:
     """Emulator + migrated SQLite database + gunicorn. Use as a context manager."""
 
-    def __init__(self, *, latency: float, workers: int = 2):
+    def __init__(self, *, latency: float, workers: int = 2, database_url: str | None = None):
         self.latency = latency
         self.workers = workers
         self.tmp = Path(tempfile.mkdtemp(prefix="portal-bench-"))
         self.db_path = self.tmp / "portal.sqlite3"
+        # BENCH_DATABASE_URL: a PostgreSQL URL whose database is dropped and made anew (e.g. under
+        # scripts/test_postgres.sh); unset, a throw-away SQLite file.
+        if database_url is None:
+            database_url = os.environ.get("BENCH_DATABASE_URL", "")
+        self.database_url = database_url
+        self.vendor = "postgresql" if database_url.startswith(("postgres://", "postgresql://")) else "sqlite"
         self.gh = FakeGitHub(repo=REPO, token=TOKEN, latency=latency, workflow_effect=deploy_pod)
         self.pods = 0
         self.port = 0
@@ -69,6 +75,8 @@ class Stack:
         try:
             self.gh.start()
             self.env = self._portal_env()
+            if self.vendor == "postgresql":
+                _recreate_database(self.database_url)
             self.manage("migrate", "--noinput")
             # DEBUG=false serves static files through whitenoise's manifest: it must exist.
             self.manage("collectstatic", "--noinput")
@@ -93,7 +101,7 @@ class Stack:
             DJANGO_SECURE_SSL_REDIRECT="false",
             DJANGO_SESSION_COOKIE_SECURE="false",
             DJANGO_CSRF_COOKIE_SECURE="false",
-            DATABASE_URL=f"sqlite:///{self.db_path}",
+            DATABASE_URL=self.database_url or f"sqlite:///{self.db_path}",
             GH_TOKEN=TOKEN,
             GH_REPO=REPO,
             GITHUB_API_URL=self.gh.api_url,
@@ -131,10 +139,10 @@ class Stack:
             if self.gunicorn.poll() is not None:
                 raise RuntimeError(f"gunicorn exited; see {self.tmp / 'gunicorn.log'}")
             try:
-                answer = requests.get(self.url("/health/live"), timeout=1)
+                answer = requests.get(self.url("/health/live"), timeout=5)
                 if answer.status_code == 200 and len(self.worker_pids()) == self.workers:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or a busy machine's slow start
                 pass
             time.sleep(0.1)
         raise RuntimeError("gunicorn did not answer /health/live within 30 s")
@@ -181,7 +189,10 @@ class Stack:
             found.append({"pid": pid, "hwm_kib": int(values["VmHWM"]), "rss_kib": int(values["VmRSS"])})
         return found
 
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> sqlite3.Connection | _Postgres:
+        """A connection to the portal's database (``?`` placeholders on either); commits on exit."""
+        if self.vendor == "postgresql":
+            return _Postgres(self.database_url)
         return sqlite3.connect(self.db_path, timeout=20)
 
     def clear_portal_cache(self, like: str = "%") -> None:
@@ -219,3 +230,33 @@ class Stack:
         if answer.status_code != 302 or "sessionid" not in session.cookies:
             raise RuntimeError(f"login failed: {answer.status_code}")
         return session
+
+
+class _Postgres:
+    """The few sqlite3.Connection methods the bench uses, on PostgreSQL (psycopg)."""
+
+    def __init__(self, url: str):
+        import psycopg
+
+        self.conn = psycopg.connect(url)
+
+    def execute(self, query: str, params: tuple = ()):
+        return self.conn.execute(query.replace("?", "%s"), params)
+
+    def __enter__(self) -> _Postgres:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self.conn:  # commits (or rolls back on an error) and closes
+            pass
+
+
+def _recreate_database(url: str) -> None:
+    """Drop and create the database ``url`` names (a bench's throw-away database)."""
+    import psycopg
+    from psycopg import sql
+
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

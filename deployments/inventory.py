@@ -113,6 +113,10 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     )
     if tree is None or not tree.listed:  # 304, or a commit that left SPECS_PATH as it was
         assert listing is not None and meta is not None
+        if tree is None and fresh:
+            # The deploy's check: a 304 changes nothing worth a write transaction (it does not
+            # extend the pages' freshness window; issue 18: statements per deploy).
+            return listing
         etag = meta["etag"] if tree is None else tree.etag
         cache.set(f"{base}:meta", {"etag": etag, "sha": meta["sha"], "checked_at": time.time()}, timeout=None)
         return listing

@@ -253,19 +253,21 @@ def _dispatch(
     run_url = result.run_url if result.run_url and gh.is_run_url(result.run_url) else ""
     run: dict[str, Any] = {"run_id": result.run_id, "run_url": run_url} if result.run_id else {}
     facts = {"run_id": result.run_id, "correlated_by": result.correlated_by, **(data or {})}
-    with transaction.atomic():
-        try:
-            lifecycle.transition(
-                request,
-                to,
-                source=source,
-                actor=actor,
-                message=f"{what} dispatched." if run else f"{what} dispatched; its run is not known yet.",
-                data=facts,
-                dispatched_at=timezone.now(),
-                **run,
-            )
-        except lifecycle.IllegalTransition:  # GitHub's run events overtook the dispatch answer
+    try:
+        # One transaction, the move and its event (transition's own); it sets the fields it
+        # wrote on ``request``, so nothing is read back (issue 18: statements per deploy).
+        lifecycle.transition(
+            request,
+            to,
+            source=source,
+            actor=actor,
+            message=f"{what} dispatched." if run else f"{what} dispatched; its run is not known yet.",
+            data=facts,
+            dispatched_at=timezone.now(),
+            **run,
+        )
+    except lifecycle.IllegalTransition:  # GitHub's run events overtook the dispatch answer
+        with transaction.atomic():
             if run:
                 # Not when that run was the plan run, already recorded as such (plan_run_id).
                 DeploymentRequest.objects.filter(pk=request.pk, run_id__isnull=True).exclude(
@@ -278,7 +280,7 @@ def _dispatch(
                 message=f"{what} dispatched; GitHub had already reported its run.",
                 data=facts,
             )
-    request.refresh_from_db()
+        request.refresh_from_db()  # others moved it meanwhile: read what they wrote
     logger.info(
         "deployment request %s dispatched (%s): run %s (%s)",
         request.pk,
