@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The container tier (tests/container) builds and runs the Dockerfile with podman. Install Debian's
-# podman, runc and debootstrap (for the stand-in base image, scripts/podman_base_image.sh) when
+# podman, runc, debootstrap and catatonit (for the stand-in base image, scripts/podman_base_image.sh) when
 # missing and we are root; otherwise the tier skips with a reason (or fails in CI, CI=true).
 set -euo pipefail
 missing=()
 command -v podman >/dev/null || missing+=(podman)
 [[ -x /usr/sbin/runc || -x /usr/bin/runc ]] || missing+=(runc)
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+# podman kube play's pod needs an infra ("pause") container, built from catatonit.
+command -v catatonit >/dev/null || [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit)
 if [[ ${#missing[@]} -eq 0 ]]; then
     exit 0
 fi

@@ -1,5 +1,6 @@
 """What can be checked of the Dockerfile without a Docker engine."""
 
+import json
 import os
 import re
 import shlex
@@ -81,6 +82,19 @@ def test_gunicorn_serves_the_wsgi_app_tuned_from_the_environment():
         "4",
         "60",
     )
+
+
+def test_cmd_passes_a_wildcard_forwarded_allow_ips_to_gunicorn_unexpanded(tmp_path):
+    # FORWARDED_ALLOW_IPS="*" (trust the forwarded headers from any address, e.g. behind a
+    # Kubernetes ingress) must reach gunicorn as "*", not as the names of the files in WORKDIR.
+    [cmd] = arguments("CMD")
+    shell, flag, script = json.loads(cmd)
+    script = script.replace("exec gunicorn ", "exec printf '%s\\n' ")
+    (tmp_path / "manage.py").write_text("")
+    env = {"PATH": os.environ["PATH"], "FORWARDED_ALLOW_IPS": "*", **env_vars()}
+    result = subprocess.run([shell, flag, script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    args = result.stdout.splitlines()
+    assert args[args.index("--forwarded-allow-ips") + 1] == "*"
 
 
 def test_healthcheck_probes_the_liveness_url_the_portal_serves():
