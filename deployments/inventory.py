@@ -61,6 +61,13 @@ class Listing:
         self.version = version  # changes whenever the tree (or the rules) change
         self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
         self.by_key = {pod.key: pod for pod in pods}
+        # What the pods page's search matches, lowercased once per listing (not per view).
+        self._search_keys = [f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in pods]
+
+    def search(self, query: str) -> list[Pod]:
+        """The pods whose "customer/environment instance_name" contains ``query`` (any case)."""
+        query = query.lower()
+        return [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
 
 
 # Per process: the listing of the last tree version seen, so a page view does not unpickle
@@ -108,6 +115,8 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
         and (not revalidate or time.time() - meta["checked_at"] < settings.INVENTORY_FRESH_SECONDS)
     ):
         return listing
+    if listing and not fresh and not _revalidation_lease(base):
+        return listing  # another worker is asking GitHub right now: its answer serves the next views
     tree = gh.get_spec_tree(
         etag=meta["etag"] if listing else None, known_sha=meta["sha"] if listing else None
     )
@@ -131,6 +140,16 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     cache.set(key, {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
     cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
+
+
+def _revalidation_lease(base: str) -> bool:
+    """True for the one worker that may ask GitHub whether a stale listing changed: the others,
+    meanwhile, serve the listing they have (one conditional request per INVENTORY_FRESH_SECONDS
+    across all workers, not one each). The lease lapses by itself after the window."""
+    seconds = settings.INVENTORY_FRESH_SECONDS
+    if seconds <= 0:
+        return True  # every view revalidates: nothing to share
+    return cache.add(f"{base}:lease", 1, timeout=seconds)
 
 
 def listing(*, revalidate: bool = True, fresh: bool = False) -> Listing:
@@ -168,6 +187,7 @@ def expire() -> None:
     meta = cache.get(f"{base}:meta")
     if meta:
         cache.set(f"{base}:meta", {**meta, "checked_at": 0.0}, timeout=None)
+    cache.delete(f"{base}:lease")
 
 
 def _build(entries: tuple[gh.TreeEntry, ...], previous: dict[tuple[str, str], Pod]) -> list[Pod]:

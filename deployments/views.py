@@ -58,7 +58,7 @@ def pod_list(request):
     query = request.GET.get("q", "").strip().lower()
     pods = listing.pods
     if query:
-        pods = [p for p in pods if query in f"{p.key} {p.spec.instance_name if p.spec else ''}".lower()]
+        pods = listing.search(query)  # keys lowercased once per listing
     page = Paginator(pods, PODS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         "page": page,

@@ -1,0 +1,62 @@
+"""The inventory at scale (issue 18): one revalidation across workers, a precomputed search key."""
+
+import pytest
+from django.core.cache import cache
+
+from deployments import inventory
+
+
+@pytest.fixture
+def fresh_window(settings):
+    settings.INVENTORY_FRESH_SECONDS = 60
+    inventory._memo.clear()
+
+
+def _stale() -> None:
+    """Make the listing's last check older than the window (as 60 s later)."""
+    key = f"{inventory._cache_key()}:meta"
+    cache.set(key, {**cache.get(key), "checked_at": 0.0}, timeout=None)
+
+
+def test_one_worker_revalidates_a_stale_listing_the_others_serve_it(gh, db, fresh_window):
+    inventory.list_pods()  # cold: listed
+    _stale()
+    # Another worker holds the lease: it is asking GitHub right now.
+    assert cache.add(f"{inventory._cache_key()}:lease", 1, timeout=60)
+    gh.clear_requests()
+    assert len(inventory.list_pods()) == 6
+    assert gh.count() == 0
+    # The lease lapsed (or was never taken): this worker asks, once, and the answer is shared.
+    cache.delete(f"{inventory._cache_key()}:lease")
+    inventory.list_pods()
+    inventory.list_pods()
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in gh.requests] == [("main", 304)]
+
+
+def test_stale_listing_revalidated_by_the_first_view_that_takes_the_lease(gh, db, fresh_window):
+    inventory.list_pods()
+    _stale()
+    gh.clear_requests()
+    inventory.list_pods()
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in gh.requests] == [("main", 304)]
+    _stale()  # stale again, but the lease of that check still runs: nobody asks
+    inventory.list_pods()
+    assert gh.count() == 1
+
+
+def test_expire_releases_the_lease(gh, db, fresh_window):
+    inventory.list_pods()
+    _stale()
+    inventory.list_pods()  # takes the lease
+    gh.put_file("pods/acme/prod/spec.yml", gh.files["pods/acme/prod/spec.yml"].replace("t3.medium", "t3.large"))
+    inventory.expire()  # a deployment finished
+    assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
+
+
+def test_search_matches_pod_and_instance_name_in_any_case(gh, db, viewer_client):
+    listing = inventory.listing()
+    assert [pod.key for pod in listing.search("ACME/PR")] == ["acme/prod"]
+    assert [pod.key for pod in listing.search("acme-STAGING-web")] == ["acme/staging"]
+    assert listing.search("nothing-like-it") == []
+    page = viewer_client.get("/?q=Acme-Prod").content.decode()
+    assert "acme/prod" in page and "acme/staging" not in page
