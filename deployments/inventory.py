@@ -62,7 +62,9 @@ class Listing:
         self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
         self.by_key = {pod.key: pod for pod in pods}
         # What the pods page's search matches, lowercased once per listing (not per view).
-        self._search_keys = [f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in pods]
+        self._search_keys = [
+            f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in pods
+        ]
 
     def search(self, query: str) -> list[Pod]:
         """The pods whose "customer/environment instance_name" contains ``query`` (any case)."""

@@ -48,7 +48,9 @@ def test_expire_releases_the_lease(gh, db, fresh_window):
     inventory.list_pods()
     _stale()
     inventory.list_pods()  # takes the lease
-    gh.put_file("pods/acme/prod/spec.yml", gh.files["pods/acme/prod/spec.yml"].replace("t3.medium", "t3.large"))
+    gh.put_file(
+        "pods/acme/prod/spec.yml", gh.files["pods/acme/prod/spec.yml"].replace("t3.medium", "t3.large")
+    )
     inventory.expire()  # a deployment finished
     assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
 
