@@ -378,7 +378,11 @@ def deployment_request_apply_run(
             # run is its plan run, never a one-run deploy (which would end with nothing applied).
             try:
                 lifecycle.transition(
-                    request, Status.PLANNING, source=source, message="Plan run reported by GitHub.", data=facts
+                    request,
+                    Status.PLANNING,
+                    source=source,
+                    message="Plan run reported by GitHub.",
+                    data=facts,
                 )
             except lifecycle.IllegalTransition:
                 return False
