@@ -141,9 +141,9 @@ def _commit(item: object) -> SpecCommit | None:
     sha = item["sha"]
     if not _SHA_RE.fullmatch(sha):
         return None
-    detail = item.get("commit") if isinstance(item.get("commit"), dict) else {}
-    author = detail.get("author") if isinstance(detail.get("author"), dict) else {}
-    login = (item.get("author") or {}).get("login") if isinstance(item.get("author"), dict) else None
+    detail = _dict(item.get("commit"))
+    author = _dict(detail.get("author"))
+    login = _dict(item.get("author")).get("login")
     message = _text(detail.get("message"), MESSAGE_LIMIT)
     found = _REQUEST_ID_RE.search(message)
     expected_url = f"{web_url()}/{settings.GH_REPO}/commit/{sha}"
@@ -155,6 +155,10 @@ def _commit(item: object) -> SpecCommit | None:
         url=expected_url if item.get("html_url") == expected_url else "",
         request_id=found.group(1) if found else "",
     )
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: object, limit: int) -> str:
@@ -184,9 +188,9 @@ def spec_at(commit: str, path: str) -> SpecVersion:
     if not _SHA_RE.fullmatch(commit):
         raise ValueError(f"not a commit id: {commit!r}")
     key = _key("spec-at", commit, path)
-    version = cache.get(key)
-    if version is not None:
-        return version
+    cached = cache.get(key)
+    if isinstance(cached, SpecVersion):
+        return cached
     requester = state.client(writes=False).requester
     url = _repo_url(f"/contents/{quote(path)}")
     try:
