@@ -148,7 +148,7 @@ def test_same_idempotency_key_deploys_once(gh, api_deployer):
     key = str(uuid.uuid4())
     first = api_deployer.post("/api/v1/requests/", ACME_PROD, **{"Idempotency-Key": key})
     again = api_deployer.post("/api/v1/requests/", ACME_PROD, **{"Idempotency-Key": key})
-    assert (first.status_code, again.status_code) == (201, 200)
+    assert (first.status_code, again.status_code) == (201, 200), (first.content, again.content)
     assert again["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == first.json()["id"]
     assert len(dispatches(gh)) == 1 and DeploymentRequest.objects.count() == 1
