@@ -134,10 +134,10 @@ class Stack:
             stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a machine busy with other test runs starts slowly
         while time.monotonic() < deadline:
             if self.gunicorn.poll() is not None:
-                raise RuntimeError(f"gunicorn exited; see {self.tmp / 'gunicorn.log'}")
+                raise RuntimeError(f"gunicorn exited: {self._log_tail()}")
             try:
                 answer = requests.get(self.url("/health/live"), timeout=5)
                 if answer.status_code == 200 and len(self.worker_pids()) == self.workers:
@@ -145,7 +145,13 @@ class Stack:
             except requests.RequestException:  # not listening yet, or a busy machine's slow start
                 pass
             time.sleep(0.1)
-        raise RuntimeError("gunicorn did not answer /health/live within 30 s")
+        raise RuntimeError(f"gunicorn did not answer /health/live within 120 s: {self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.tmp / "gunicorn.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
 
     def stop_gunicorn(self) -> None:
         if self.gunicorn is None:
