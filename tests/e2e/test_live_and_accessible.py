@@ -162,6 +162,11 @@ def test_request_page_follows_the_run_without_reloading(desktop, portal, axe_sou
         # Times read in the viewer's zone, UTC on hover.
         expect(page.locator("#timeline time").first).to_have_attribute("title", re.compile(r" UTC$"))
         audit(page, axe_source, "request-success")
+        page.emulate_media(color_scheme="dark")  # the dark theme passes too (contrast included)
+        audit(page, axe_source, "request-success-dark")
+        page.goto("/")
+        audit(page, axe_source, "pods-dark")
+        page.emulate_media(color_scheme="light")
 
         page.goto("/requests/")
         audit(page, axe_source, "history")
