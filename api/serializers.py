@@ -97,6 +97,10 @@ class RequestSummarySerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+class RequestListSerializer(serializers.Serializer):
+    requests = RequestSummarySerializer(many=True)
+
+
 class RequestSerializer(RequestSummarySerializer):
     reviewed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     applied_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)

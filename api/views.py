@@ -27,7 +27,9 @@ from .serializers import (
     ErrorSerializer,
     PodListSerializer,
     PodSerializer,
+    RequestListSerializer,
     RequestSerializer,
+    RequestSummarySerializer,
     ReviewInputSerializer,
 )
 
@@ -124,7 +126,35 @@ def _latest(pod: inventory.Pod) -> DeploymentRequest | None:
     )
 
 
+MAX_LIST = 200
+
+
 class RequestCreate(APIView):
+    @extend_schema(
+        operation_id="requests_list",
+        parameters=[
+            OpenApiParameter("pod", str, description="A customer, or customer/environment."),
+            OpenApiParameter("status", str, description="e.g. dispatched, awaiting_approval, completed."),
+            OpenApiParameter("user", str, description="The requester's username."),
+            OpenApiParameter(
+                "limit", int, description=f"At most this many, newest first (1–{MAX_LIST}; 50)."
+            ),
+        ],
+        responses={200: RequestListSerializer, 400: ERRORS[400], 401: ERRORS[401]},
+    )
+    def get(self, request):
+        """Deployment requests, newest first, filtered as on the history page."""
+        filters = {name: request.query_params.get(name, "").strip() for name in ("pod", "status", "user")}
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIST:
+            raise ValidationError({"limit": [f"A whole number from 1 to {MAX_LIST}."]})
+        requests = selectors.requests_filtered(**filters)[:limit]
+        data = RequestSummarySerializer(requests, many=True, context={"request": request}).data
+        return Response({"requests": data})
+
     @extend_schema(
         operation_id="requests_create",
         parameters=[IDEMPOTENCY_KEY],

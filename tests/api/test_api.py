@@ -322,3 +322,17 @@ def test_expected_spec_sha_refuses_to_overwrite_a_change_made_since(gh, api_depl
     assert (
         api_deployer.post("/api/v1/requests/", {**ACME_PROD, "expected_spec_sha": fresh}).status_code == 201
     )
+
+
+def test_list_requests_newest_first_with_the_history_pages_filters(gh, api_deployer, api_viewer):
+    first = api_deployer.post("/api/v1/requests/", ACME_PROD).json()
+    second = api_deployer.post("/api/v1/requests/", NEW_HOOLI).json()
+    listed = api_viewer.get("/api/v1/requests/").json()["requests"]
+    assert [r["id"] for r in listed] == [second["id"], first["id"]]
+    assert listed[0]["pod"] == "hooli/prod" and listed[0]["url"].endswith(f"/api/v1/requests/{second['id']}/")
+    assert [r["id"] for r in api_viewer.get("/api/v1/requests/?pod=acme/prod").json()["requests"]] == [
+        first["id"]
+    ]
+    assert api_viewer.get("/api/v1/requests/?user=nobody").json()["requests"] == []
+    assert len(api_viewer.get("/api/v1/requests/?limit=1").json()["requests"]) == 1
+    assert error(api_viewer.get("/api/v1/requests/?limit=0")) == (400, "validation")
