@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -332,22 +333,34 @@ def deploy(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods
 
 SQLITE_DEFAULTS = {
     "DATABASE_CONN_MAX_AGE": "0",  # a new connection per request (Django's default)
-    # journal_mode is kept in the file: the baseline must set SQLite's defaults back explicitly.
-    "SQLITE_INIT_COMMAND": "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL",
+    "SQLITE_INIT_COMMAND": "PRAGMA synchronous=FULL",  # SQLite's default
 }
+SQLITE_TUNED = {"SQLITE_INIT_COMMAND": "PRAGMA synchronous=NORMAL"}
+
+
+def _journal_mode(stack: Stack, mode: str) -> None:
+    """Set the file's journal mode while no worker has it open (leaving WAL needs exclusive use)."""
+    stack.stop_gunicorn()
+    conn = sqlite3.connect(stack.db_path, timeout=20)
+    try:
+        conn.execute(f"PRAGMA journal_mode={mode}")
+    finally:
+        conn.close()
 
 
 def _sqlite_settings(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> Row:
     """Deploys with the portal's SQLite settings (WAL, synchronous=NORMAL, persistent connections)
-    beside SQLite's and Django's defaults, in alternating blocks of the same run."""
+    beside SQLite's and Django's defaults (rollback journal, synchronous=FULL, a connection per
+    request), in alternating blocks of the same run."""
     tuned: list[float] = []
     plain: list[float] = []
     block = max(2, cfg.deploys // 4)
     for _ in range(2):
-        for samples, overrides in ((plain, SQLITE_DEFAULTS), (tuned, {})):
+        for samples, overrides, mode in ((plain, SQLITE_DEFAULTS, "DELETE"), (tuned, SQLITE_TUNED, "WAL")):
             saved = {k: stack.env.get(k) for k in SQLITE_DEFAULTS}
             stack.env.update(overrides)
-            stack.restart_gunicorn()
+            _journal_mode(stack, mode)
+            stack.start_gunicorn()
             try:
                 session.get(stack.url("/"), timeout=60).raise_for_status()  # warm the new workers
                 samples += _portal_deploys(stack, session, pods, block)["times"]
