@@ -119,19 +119,19 @@ def test_plan_approval_by_another_person_and_apply(browser, review_portal):
 
     # dana edits acme/prod and previews: the button plans, and says an Approver must approve.
     dana.goto("/pods/acme/prod/edit/")
-    expect(dana.locator("h1")).to_have_text("Edit pod acme/prod")
+    expect(dana.locator("h1")).to_have_text("Edit pod acme/prod", timeout=15_000)
     dana.select_option("#id_instance_type", "t3.large")
     dana.get_by_role("button", name="Preview").click()
-    expect(dana.locator("h1")).to_have_text("Preview: update acme/prod")
+    expect(dana.locator("h1")).to_have_text("Preview: update acme/prod", timeout=15_000)
     expect(dana.locator(".add", has_text="+instance_type: t3.large")).to_be_visible()
     expect(dana.locator("main")).to_contain_text("once an Approver other than you approves it")
     shot(dana, "10-review-preview")
 
     # Plan: one dispatch in plan mode; the page says Terraform is planning.
     dana.get_by_role("button", name="Plan deployment of acme/prod").click()
-    expect(dana).to_have_url(re.compile(r"/requests/\d+/$"))
+    expect(dana).to_have_url(re.compile(r"/requests/\d+/$"), timeout=15_000)
     request_path = dana.url.removeprefix(portal.url)
-    expect(dana.locator("h1")).to_have_text("Planning: acme/prod")
+    expect(dana.locator("h1")).to_have_text("Planning: acme/prod", timeout=15_000)
     expect(dana.locator("main")).to_contain_text("the plan appears here when the plan run finishes")
     plan_run = run_for(github, "plan")
     assert [i["action"] for i in dispatched(github)] == ["plan"]
@@ -175,13 +175,13 @@ def test_plan_approval_by_another_person_and_apply(browser, review_portal):
     log_in(lead, "lead")
     expect(lead).to_have_url(f"{portal.url}/")
     lead.goto(request_path)
-    expect(lead.locator("h1")).to_have_text("Waiting for approval: acme/prod")
+    expect(lead.locator("h1")).to_have_text("Waiting for approval: acme/prod", timeout=15_000)
     expect(lead.locator("#plan-counts")).to_have_text("0 to add, 1 to change, 0 to replace, 0 to destroy")
     lead.fill("#review-comment", COMMENT)
     shot(lead, "14-review-approver")
     lead.get_by_role("button", name="Approve and apply to acme/prod").click()
-    expect(lead).to_have_url(f"{portal.url}{request_path}")
-    expect(lead.locator("h1")).to_have_text("Deployment started: acme/prod")
+    expect(lead).to_have_url(f"{portal.url}{request_path}", timeout=15_000)
+    expect(lead.locator("h1")).to_have_text("Deployment started: acme/prod", timeout=15_000)
 
     # One apply dispatch, of exactly the plan run's saved plan.
     apply_run = run_for(github, "apply")
