@@ -22,9 +22,12 @@ import os
 import re
 import sys
 import unicodedata
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from deployments import podspec
@@ -700,10 +703,9 @@ def planned_state_meta(plan_file: str) -> tuple[str, int]:
 def check_state(plan_file: str, current_state: bytes | str, pod: str) -> None:
     """Raise SavedPlanError (Stale plan) unless the state is still the one the plan was made from.
 
-    Terraform refuses a saved plan whose state lineage or serial moved ("Saved plan is stale"),
-    but only when both the plan and the current state have a lineage: a plan made before a
-    pod's first apply would be applied again on top of the resources another run created.
-    This check refuses that too, and runs before the workflow commits anything.
+    The comparison Terraform makes when it applies a saved plan ("Saved plan is stale": the
+    state snapshot in the plan against the state now, by lineage and serial), made before the
+    workflow commits anything, so that a stale plan leaves the branch as it was.
     """
     planned = planned_state_meta(plan_file)
     current = state_meta(current_state)
@@ -761,6 +763,132 @@ def check_spec_blob(summary: PlanSummary, spec_blob: str | None) -> None:
             f"{STALE_LEAD} The spec.yml of {summary.pod} on the branch changed since the plan "
             f"({then} then, {now} now). Nothing was changed.",
         )
+
+
+def check_config(plan_file: str, tf_dir: str) -> None:
+    """Raise SavedPlanError (Stale plan) unless the saved plan was made from the Terraform
+    configuration in ``tf_dir`` as it is now, file for file.
+
+    ``terraform apply tfplan`` applies the configuration snapshot inside the plan, not the
+    files on disk: a plan made before terraform/ changed on the branch would apply the old
+    configuration, and a plan file from anywhere else would apply whatever it holds.
+    """
+    index = _plan_entry(plan_file, "tfconfig/modules.json")
+    try:
+        modules = json.loads(index) if index is not None else None
+    except ValueError:
+        modules = None
+    if not isinstance(modules, list) or not modules:
+        raise SavedPlanError(PLAN_NOT_FOUND, "the saved plan holds no configuration snapshot")
+    changed: list[str] = []
+    with zipfile.ZipFile(plan_file) as archive:
+        names = set(archive.namelist())
+        for module in modules:
+            key, folder = (module.get("Key"), module.get("Dir")) if isinstance(module, dict) else (None, None)
+            if not isinstance(key, str) or not isinstance(folder, str) or ".." in Path(folder).parts:
+                raise SavedPlanError(
+                    PLAN_NOT_FOUND, "the saved plan's configuration snapshot is not readable"
+                )
+            prefix = f"tfconfig/m-{key}/"
+            planned = {
+                n[len(prefix) :] for n in names if n.startswith(prefix) and "/" not in n[len(prefix) :]
+            }
+            local_dir = Path(tf_dir, folder)
+            local = {
+                p.name for p in local_dir.glob("*") if p.is_file() and p.name.endswith((".tf", ".tf.json"))
+            }
+            shown = "terraform" if folder == "." else f"terraform/{folder}"
+            for name in sorted(planned | local):
+                same = (
+                    name in planned
+                    and name in local
+                    and archive.getinfo(prefix + name).file_size <= MAX_PLAN_ENTRY_BYTES
+                    and archive.read(prefix + name) == (local_dir / name).read_bytes()
+                )
+                if not same:
+                    changed.append(f"{shown}/{name}")
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise SavedPlanError(
+            STALE_PLAN,
+            f"{STALE_LEAD} The Terraform configuration changed since the plan "
+            f"({', '.join(changed[:3])}{more}). Nothing was changed.",
+        )
+
+
+def check_plan_run(
+    run: Mapping[str, Any], *, run_id: str, repository: str, workflow: str, branch: str
+) -> None:
+    """Raise SavedPlanError (Plan not found) unless ``run`` (GitHub's workflow run object) is a
+    successful, dispatched run of this workflow file, in this repository, on this branch.
+
+    The saved plan is applied with the deploy role's credentials, and a plan file carries the
+    configuration it applies: only this workflow's own plan runs may hand one over (a pull
+    request's workflow, for one, can upload an artifact named tfplan too).
+    """
+    repo = run.get("repository")
+    path = run.get("path")
+    path = path.split("@", 1)[0] if isinstance(path, str) else ""
+    problems = []
+    if not isinstance(repo, Mapping) or repo.get("full_name") != repository:
+        problems.append("of another repository")
+    if path not in (workflow, f"{repository}/{workflow}"):
+        problems.append(f"of another workflow ({_quote(path)})")
+    if run.get("event") != "workflow_dispatch":
+        problems.append(f"started by {_quote(run.get('event'))}, not a dispatch")
+    if run.get("head_branch") != branch:
+        problems.append(f"on {_quote(run.get('head_branch'))}, not {branch}")
+    if (run.get("status"), run.get("conclusion")) != ("completed", "success"):
+        problems.append(f"not a success ({_quote(run.get('conclusion') or run.get('status'))})")
+    if problems:
+        raise SavedPlanError(
+            PLAN_NOT_FOUND,
+            f"Run {run_id} is not a plan run of {workflow} on {branch}: {'; '.join(problems)}.",
+        )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # the token stays with GitHub
+        return None
+
+
+MAX_RUN_BYTES = 1024 * 1024
+
+
+def fetch_run(api_url: str, repository: str, run_id: str, token: str, timeout: float = 15) -> dict:
+    """GitHub's workflow run ``run_id`` (GET /repos/{owner}/{repo}/actions/runs/{run_id},
+    https://docs.github.com/en/rest/actions/workflow-runs#get-a-workflow-run).
+    A 404 raises SavedPlanError (Plan not found); any other failure OSError."""
+    if not podspec.PLAN_RUN_ID_RE.fullmatch(run_id):
+        raise SavedPlanError(PLAN_NOT_FOUND, f"{_quote(run_id)} is not a workflow run id")
+    if not api_url.startswith(("https://", "http://")):
+        raise OSError(f"GITHUB_API_URL is not an HTTP URL: {_quote(api_url)}")
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
+        f"{api_url.rstrip('/')}/repos/{repository}/actions/runs/{run_id}",
+        headers={
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {token}",
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": "deploy-pod-workflow",
+        },
+    )
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            body = response.read(MAX_RUN_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise SavedPlanError(PLAN_NOT_FOUND, f"Run {run_id} does not exist in {repository}.") from None
+        raise OSError(f"GitHub answered {exc.code} to GET run {run_id}") from None
+    if len(body) > MAX_RUN_BYTES:
+        raise OSError(f"GitHub's answer about run {run_id} is larger than {MAX_RUN_BYTES} bytes")
+    try:
+        run = json.loads(body)
+    except ValueError:
+        run = None
+    if not isinstance(run, dict):
+        raise OSError(f"GitHub's answer about run {run_id} is not a workflow run")
+    return run
 
 
 def annotation(title: str, message: str) -> str:
@@ -850,12 +978,42 @@ def _cmd_check_saved(args: argparse.Namespace) -> int:
                     STALE_PLAN, f"{STALE_LEAD} This run's spec.yml cannot be read: {exc}"
                 ) from None
             check_spec(_load_show(args.show_json), spec)
+        if args.tf_dir:
+            check_config(args.plan, args.tf_dir)
         if args.state:
             check_state(args.plan, _read(args.state, MAX_SHOW_JSON_BYTES), pod)
     except SavedPlanError as exc:
         print(annotation(exc.title, exc.message), file=sys.stderr)
         return 1
     print(f"The saved plan of {pod} is current: {summary.headline}.")
+    return 0
+
+
+def _cmd_check_run(args: argparse.Namespace) -> int:
+    """Refuse, as an annotation, a plan_run_id that is not this workflow's successful plan run.
+    Reads the environment GitHub Actions sets (GITHUB_API_URL, GITHUB_REPOSITORY,
+    GITHUB_WORKFLOW_REF, GITHUB_REF_NAME) and GH_TOKEN, PLAN_RUN_ID."""
+    environ = os.environ
+    run_id = environ.get("PLAN_RUN_ID", "")
+    repository = environ.get("GITHUB_REPOSITORY", "")
+    # owner/repo/.github/workflows/deploy-pod.yml@refs/heads/main
+    workflow = environ.get("GITHUB_WORKFLOW_REF", "").split("@", 1)[0].removeprefix(f"{repository}/")
+    branch = environ.get("GITHUB_REF_NAME", "")
+    if not (repository and workflow and branch and environ.get("GH_TOKEN")):
+        print(
+            "error: GITHUB_REPOSITORY, GITHUB_WORKFLOW_REF, GITHUB_REF_NAME and GH_TOKEN are needed",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        run = fetch_run(
+            environ.get("GITHUB_API_URL", "https://api.github.com"), repository, run_id, environ["GH_TOKEN"]
+        )
+        check_plan_run(run, run_id=run_id, repository=repository, workflow=workflow, branch=branch)
+    except SavedPlanError as exc:
+        print(annotation(exc.title, f"{exc.message} Plan again; nothing was changed."), file=sys.stderr)
+        return 1
+    print(f"Run {run_id} is a plan run of {workflow} on {branch}.")
     return 0
 
 
@@ -886,7 +1044,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd.add_argument("--show-json", help="terraform show -json of the saved plan: checks the planned spec")
     cmd.add_argument("--spec", help="this run's rendered spec.yml (with --show-json)")
     cmd.add_argument("--state", help="terraform state pull output ('-': stdin): checks the state")
+    cmd.add_argument("--tf-dir", help="the Terraform configuration: checks it is the one planned")
     cmd.set_defaults(run=_cmd_check_saved)
+    cmd = sub.add_parser(
+        "check-run", help="check PLAN_RUN_ID is this workflow's successful plan run (asks GitHub)"
+    )
+    cmd.set_defaults(run=_cmd_check_run)
     args = parser.parse_args(argv)
     if getattr(args, "show_json", None) and args.command == "check-saved" and not args.spec:
         parser.error("--show-json needs --spec")

@@ -7,12 +7,14 @@
 #   summarize    PLAN_SUMMARY (plan-summary.json) of the saved plan, and its table in the step
 #                summary; spec_blob is the blob of SPEC_FILE in the checkout's HEAD commit
 #   unpack-plan  apply mode, once the plan run's artifacts are downloaded (before anything else):
-#                "Plan not found" unless the saved plan and SAVED_SUMMARY are there and are this
-#                pod's. Restores the plan's dependency lock file, so that init installs the
+#                "Plan not found" unless the saved plan and SAVED_SUMMARY are there, are this
+#                pod's, and (on Actions) come from a successful plan run of this workflow on this
+#                branch. Restores the plan's dependency lock file, so that init installs the
 #                providers the plan was made with
 #   check-plan   apply mode, after init and before the commit: "Stale plan" unless the plan was
 #                made against the SPEC_FILE on the branch now (its blob in HEAD), from this run's
-#                SPEC_FILE, and from the Terraform state as it is now
+#                SPEC_FILE, from the configuration in TF_DIR, and from the Terraform state as it
+#                is now
 #   apply        terraform apply of exactly the saved plan; Terraform refusing a stale one is
 #                reported as "Stale plan"
 # env:   CUSTOMER, ENVIRONMENT  the pod (already validated by `python -m deployments.podspec validate`)
@@ -24,7 +26,8 @@
 #        TF_PLAN_FILE           saved plan, relative to TF_DIR (default: tfplan)
 #        PLAN_SUMMARY           plan-summary.json to write (summarize)
 #        SAVED_SUMMARY          the plan run's plan-summary.json (unpack-plan, check-plan)
-#        PLAN_RUN_ID            the plan run, named in the errors (unpack-plan)
+#        PLAN_RUN_ID            the plan run (unpack-plan)
+#        GH_TOKEN               reads the plan run from GitHub (unpack-plan, on Actions)
 #        PYTHON                 the Python with PyYAML (default: python)
 #        GITHUB_STEP_SUMMARY    the plan's table is appended here (summarize)
 #        RUNNER_TEMP            private scratch files (default: TMPDIR, /tmp)
@@ -106,6 +109,11 @@ case "$command" in
       annotate "Plan not found" "$message"
       exit 1
     fi
+    # On Actions: the run must be this workflow's own successful plan run, on this branch (a
+    # plan file carries the configuration it applies, with the deploy role's credentials).
+    if [[ -n "${GITHUB_ACTIONS:-}" ]]; then
+      "$python" -m deployments.plan check-run
+    fi
     "$python" -m deployments.plan check-saved --plan "$saved_plan" --summary "$SAVED_SUMMARY"
     "$python" -m deployments.plan restore-lock-file --plan "$saved_plan" --out "$tf_dir/.terraform.lock.hcl"
     ;;
@@ -115,7 +123,8 @@ case "$command" in
     terraform -chdir="$tf_dir" show -json -no-color "$plan_file" >"$tmp/plan.json"
     terraform -chdir="$tf_dir" state pull >"$tmp/state.json"
     "$python" -m deployments.plan check-saved --plan "$saved_plan" --summary "$SAVED_SUMMARY" \
-      --spec-blob "$(spec_blob)" --show-json "$tmp/plan.json" --spec "$SPEC_FILE" --state "$tmp/state.json"
+      --spec-blob "$(spec_blob)" --show-json "$tmp/plan.json" --spec "$SPEC_FILE" --tf-dir "$tf_dir" \
+      --state "$tmp/state.json"
     ;;
   apply)
     scratch

@@ -630,7 +630,7 @@ def test_a_plan_of_the_current_state_is_current(tmp_path):
         (("a1b2", 4), state("a1b2", 5), "changed since the plan (serial 4 then, 5 now)"),
         (("a1b2", 4), state("ffff", 4), "was replaced since the plan"),
         (("a1b2", 4), EMPTY_STATE, "no longer exists"),
-        # Terraform itself compares lineages only when both have one: this it would apply again.
+        # Planned before the pod's first apply; another run created the state since.
         (("", 0), state("c3d4", 1), "had no Terraform state when it was planned"),
     ],
 )
@@ -786,3 +786,166 @@ def test_cli_reads_the_show_json_from_stdin(tmp_path, monkeypatch):
     out = tmp_path / "s.json"
     assert plan.main(["summarize", "--show-json", "-", "--out", str(out)]) == 0
     assert plan.parse(out.read_bytes()).counts["delete"] == 1
+
+
+# --- the configuration and the run a saved plan comes from -------------------------------------
+
+
+def plan_with_config(tmp_path, files: dict[str, bytes], modules: object = None) -> str:
+    path = tmp_path / "tfplan"
+    index = (
+        modules if modules is not None else [{"Key": "", "Dir": "."}, {"Key": "pod", "Dir": "modules/pod"}]
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("tfconfig/modules.json", json.dumps(index))
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return str(path)
+
+
+@pytest.fixture
+def tf_dir(tmp_path):
+    root = tmp_path / "terraform"
+    (root / "modules" / "pod").mkdir(parents=True)
+    (root / "main.tf").write_bytes(b'module "pod" {}\n')
+    (root / "README.md").write_text("not configuration\n")
+    (root / "modules" / "pod" / "main.tf").write_bytes(b'resource "x" "y" {}\n')
+    return root
+
+
+SNAPSHOT = {"tfconfig/m-/main.tf": b'module "pod" {}\n', "tfconfig/m-pod/main.tf": b'resource "x" "y" {}\n'}
+
+
+def test_a_plan_of_the_configuration_on_disk_passes(tmp_path, tf_dir):
+    plan.check_config(plan_with_config(tmp_path, SNAPSHOT), str(tf_dir))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            lambda d: (d / "modules" / "pod" / "main.tf").write_bytes(b'resource "x" "z" {}\n'),
+            "terraform/modules/pod/main.tf",
+        ),
+        (lambda d: (d / "extra.tf").write_bytes(b""), "terraform/extra.tf"),
+        (lambda d: (d / "main.tf").unlink(), "terraform/main.tf"),
+    ],
+    ids=["changed", "added", "removed"],
+)
+def test_a_plan_of_another_configuration_is_stale(tmp_path, tf_dir, change, named):
+    saved = plan_with_config(tmp_path, SNAPSHOT)
+    change(tf_dir)
+    with pytest.raises(plan.SavedPlanError) as info:
+        plan.check_config(saved, str(tf_dir))
+    assert info.value.title == "Stale plan"
+    assert f"The Terraform configuration changed since the plan ({named})" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "modules", [[], {}, "x", [{"Key": "", "Dir": "../../etc"}], [{"Dir": "."}]], ids=repr
+)
+def test_a_plan_without_a_readable_configuration_snapshot_is_not_found(tmp_path, tf_dir, modules):
+    with pytest.raises(plan.SavedPlanError) as info:
+        plan.check_config(plan_with_config(tmp_path, SNAPSHOT, modules=modules), str(tf_dir))
+    assert info.value.title == "Plan not found"
+
+
+WORKFLOW = ".github/workflows/deploy-pod.yml"
+
+
+def run_object(**fields) -> dict:
+    return {
+        "id": 4242,
+        "path": WORKFLOW,
+        "event": "workflow_dispatch",
+        "head_branch": "main",
+        "status": "completed",
+        "conclusion": "success",
+        "repository": {"full_name": "demo/pods"},
+        **fields,
+    }
+
+
+def check_run(run: dict) -> None:
+    plan.check_plan_run(run, run_id="4242", repository="demo/pods", workflow=WORKFLOW, branch="main")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"path": f"{WORKFLOW}@main"}, {"path": f"demo/pods/{WORKFLOW}@refs/heads/main"}],
+    ids=["path", "path@ref", "full path"],
+)
+def test_this_workflows_successful_dispatched_run_may_hand_over_a_plan(fields):
+    check_run(run_object(**fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"event": "pull_request"}, 'started by "pull_request", not a dispatch'),
+        ({"path": ".github/workflows/ci.yml"}, "of another workflow"),
+        ({"path": None}, "of another workflow"),
+        ({"head_branch": "feature"}, 'on "feature", not main'),
+        ({"conclusion": "failure"}, 'not a success ("failure")'),
+        ({"status": "in_progress", "conclusion": None}, 'not a success ("in_progress")'),
+        ({"repository": {"full_name": "evil/fork"}}, "of another repository"),
+        ({"repository": "demo/pods"}, "of another repository"),
+    ],
+    ids=repr,
+)
+def test_any_other_run_is_not_a_plan_run(fields, problem):
+    with pytest.raises(plan.SavedPlanError) as info:
+        check_run(run_object(**fields))
+    assert info.value.title == "Plan not found"
+    assert info.value.message.startswith(f"Run 4242 is not a plan run of {WORKFLOW} on main: ")
+    assert problem in info.value.message
+
+
+def dispatched_plan_run(gh, *, complete: bool = True) -> int:
+    inputs = {**ACME.workflow_inputs(), "request_id": "", "action": "plan", "plan_run_id": ""}
+    run = gh.create_run(inputs, {"login": "fake-user"})
+    if complete:
+        gh.complete_run(run.id, conclusion=None)
+    return run.id
+
+
+def test_the_run_is_read_from_github_over_http(fakegithub):
+    run_id = str(dispatched_plan_run(fakegithub))
+    run = plan.fetch_run(fakegithub.api_url, fakegithub.repo, run_id, "test-token")
+    assert run["id"] == int(run_id)
+    check_run(run)
+
+
+def test_a_run_github_does_not_know_is_not_found(fakegithub):
+    with pytest.raises(plan.SavedPlanError) as info:
+        plan.fetch_run(fakegithub.api_url, fakegithub.repo, "987654321", "test-token")
+    assert info.value.title == "Plan not found"
+    assert info.value.message == "Run 987654321 does not exist in demo/pods."
+
+
+def test_github_failing_is_an_error_not_a_verdict(fakegithub):
+    with pytest.raises(OSError, match="GitHub answered 401"):
+        plan.fetch_run(fakegithub.api_url, fakegithub.repo, "1", "wrong-token")
+
+
+def test_cli_check_run_refuses_a_plan_run_still_running(fakegithub, monkeypatch, capsys):
+    run_id = dispatched_plan_run(fakegithub, complete=False)
+    environ = {
+        "GITHUB_API_URL": fakegithub.api_url,
+        "GITHUB_REPOSITORY": fakegithub.repo,
+        "GITHUB_WORKFLOW_REF": f"{fakegithub.repo}/{WORKFLOW}@refs/heads/main",
+        "GITHUB_REF_NAME": "main",
+        "GH_TOKEN": "test-token",
+        "PLAN_RUN_ID": str(run_id),
+    }
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert plan.main(["check-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"::error title=Plan not found::Run {run_id} is not a plan run of {WORKFLOW} on main: "
+    )
+    assert "test-token" not in err
+    fakegithub.complete_run(run_id, conclusion=None)
+    assert plan.main(["check-run"]) == 0
+    assert f"Run {run_id} is a plan run of {WORKFLOW} on main." in capsys.readouterr().out

@@ -307,6 +307,8 @@ class Created:
     # umbrella/dev: planned as a new pod, then created by a run that did not commit.
     early_plan: Run
     late_apply: Run
+    # The apply step run anyway, past the failed check: Terraform's own answer.
+    late_terraform_apply: Step
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +334,8 @@ def created(repo) -> Created:
         apply_run = initech.result()
         umbrella.result()
     late_apply = repo.run("apply", UMBRELLA).apply_mode(early_plan)
-    return Created(plan_run, apply_run.expect_success(), head, early_plan, late_apply)
+    late_terraform_apply = late_apply.terraform_sh("apply")
+    return Created(plan_run, apply_run.expect_success(), head, early_plan, late_apply, late_terraform_apply)
 
 
 def ec2_instances(moto_server, spec: podspec.PodSpec) -> list[dict]:
@@ -397,14 +400,17 @@ class TestNewPod:
     def test_a_plan_made_before_the_pods_first_apply_is_stale_once_another_run_created_it(
         self, created, repo
     ):
-        # Terraform compares state lineages only when the plan had one: it would create the pod
-        # a second time. The apply run refuses before committing anything.
+        # The apply run refuses it before committing anything, as Terraform would when applying.
         run = created.late_apply
         assert run.failed is not None and run.failed.name == "check-plan"
         assert STALE_LEAD in run.failed.result.stderr
         assert "umbrella/dev had no Terraform state when it was planned" in run.failed.result.stderr
         assert repo.origin.blob(run.spec_rel) is None, "nothing may be committed for a stale plan"
-        assert [s.name for s in run.steps] == ["render", "unpack-plan", "init", "check-plan"]
+        assert [s.name for s in run.steps][:4] == ["render", "unpack-plan", "init", "check-plan"]
+        refused = created.late_terraform_apply.result
+        assert refused.returncode == 1
+        assert "Saved plan is stale" in refused.stdout
+        assert STALE_LEAD + "Terraform refused the saved plan" in refused.stderr
 
 
 @dataclass
@@ -415,6 +421,7 @@ class StaleState:
     attempt: Run
     terraform_refusal: Step
     head_before: str
+    reconfigured: Run
 
 
 @pytest.fixture(scope="module")
@@ -436,13 +443,28 @@ def stale_state(created, repo, moto_server) -> StaleState:
     attempt = repo.run("apply", INITECH_NO_WAF).apply_mode(saved)
     # The apply step's own answer, past the check: Terraform refuses the stale plan file.
     refusal = attempt.terraform_sh("apply")
-    return StaleState(blob, saved, drift_fix, attempt, refusal, head)
+    # The same plan where terraform/ changed on the branch since (a saved plan applies the
+    # configuration it was made with, not the one on disk).
+    reconfigured = repo.run("apply", INITECH_NO_WAF)
+    reconfigured.download(saved)
+    (reconfigured.root / "terraform" / "extra.tf").write_text('locals {\n  changed = "on the branch"\n}\n')
+    reconfigured.apply_mode(None)
+    return StaleState(blob, saved, drift_fix, attempt, refusal, head, reconfigured)
 
 
 INITECH_NO_WAF = podspec.PodSpec("initech", "prod", "initech-prod-web", "t3.small", False)
 
 
 class TestStaleState:
+    def test_a_plan_of_another_terraform_configuration_is_stale(self, stale_state, repo):
+        run = stale_state.reconfigured
+        assert run.failed is not None and run.failed.name == "check-plan"
+        assert (
+            STALE_LEAD + "The Terraform configuration changed since the plan (terraform/extra.tf)."
+            in run.failed.result.stderr
+        )
+        assert repo.origin.head() == stale_state.head_before
+
     def test_turning_waf_off_plans_two_deletes(self, stale_state):
         summary = stale_state.saved.summary()
         assert summary.counts == {"create": 0, "update": 0, "replace": 0, "delete": 2}
@@ -549,6 +571,11 @@ class TestRename:
     def test_the_rename_is_applied_exactly_as_planned(self, renamed, repo, moto_server):
         apply = next(step for step in renamed.apply_run.steps if step.name == "apply")
         assert "Apply complete! Resources: 8 added, 1 changed, 8 destroyed." in apply.result.stdout
+        # AWS refuses to delete a security group still attached: the instance moves to the new
+        # group before the old one is deleted (create_before_destroy).
+        log = apply.result.stdout
+        moved = log.index("module.pod.aws_instance.this: Modifications complete")
+        assert moved < log.index("module.pod.aws_security_group.instance (deposed object")
         (instance,) = ec2_instances(moto_server, INITECH_RENAMED)
         assert instance["InstanceId"] == renamed.instance_before, "the instance is updated in place"
         tags = {tag["Key"]: tag["Value"] for tag in instance["Tags"]}

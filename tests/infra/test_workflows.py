@@ -339,6 +339,8 @@ def test_the_apply_run_downloads_the_plan_runs_artifacts_and_may_find_none():
     assert deploy_step("Download the plan")["with"]["path"] == "terraform"
     unpack = deploy_step("Unpack the plan")
     assert unpack["env"]["SAVED_SUMMARY"] == "${{ runner.temp }}/saved-plan/plan-summary.json"
+    # It asks GitHub whether plan_run_id is this workflow's own successful plan run.
+    assert unpack["env"]["GH_TOKEN"] == "${{ github.token }}"
     assert deploy_step("Download the plan summary")["with"]["path"] == "${{ runner.temp }}/saved-plan"
 
 
