@@ -59,6 +59,14 @@ resource "aws_security_group" "alb" {
   }
 
   tags = merge(local.tags, { Name = "${var.instance_name}-alb" })
+
+  lifecycle {
+    # Renaming the pod (instance_name) replaces its security groups. AWS refuses to delete a
+    # group still attached to the load balancer or the instance (DependencyViolation), so the
+    # new group is created and attached first, and the old one deleted once it is free. (A
+    # replacement that kept the name would be refused at once as a duplicate, not hang.)
+    create_before_destroy = true
+  }
 }
 
 resource "aws_security_group" "instance" {
@@ -83,6 +91,10 @@ resource "aws_security_group" "instance" {
   }
 
   tags = merge(local.tags, { Name = "${var.instance_name}-instance" })
+
+  lifecycle {
+    create_before_destroy = true # see aws_security_group.alb
+  }
 }
 
 # --- compute -----------------------------------------------------------------------------------
