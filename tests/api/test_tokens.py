@@ -85,3 +85,11 @@ def test_an_administrator_makes_a_service_token_for_a_bot(gh):
     request = DeploymentRequest.objects.get()
     assert {(e.actor.username, e.source) for e in request.events.all()} == {("chatops-bot", "api")}
     assert len(dispatches(gh)) == 1
+
+
+def test_every_page_links_to_the_api_tokens_page(client, django_user_model):
+    user = django_user_model.objects.create_user(username="paula", password="pw")
+    client.force_login(user)
+    page = client.get("/requests/")
+    assert page.status_code == 200
+    assert b'href="/api/tokens/"' in page.content
