@@ -253,7 +253,10 @@ class Portal:
     def start_web(self, name: str, port: int) -> Web:
         podman(*self.run_args(name, port=port), self.image)
         web = Web(name, port, time.monotonic())
-        wait_for(lambda: status(port, "/health/live") == 200, what=f"{name} answering", container=name)
+        # Up to 40 s was measured on a 2-core machine at load average 19: room for a busier one.
+        wait_for(
+            lambda: status(port, "/health/live") == 200, what=f"{name} answering", container=name, limit=120
+        )
         return web
 
 
