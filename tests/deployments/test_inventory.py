@@ -23,9 +23,19 @@ def test_pod_list_shows_every_example_pod_with_its_values(gh, viewer_client):
     assert (pods["acme/prod"].instance_type, pods["acme/prod"].waf_enabled) == ("t3.medium", True)
     assert (pods["umbrella/dev"].instance_type, pods["umbrella/dev"].waf_enabled) == ("t3.micro", False)
     assertContains(response, "6 pods")
-    for cell in ("<td>acme-prod-web</td>", "<td>umbrella-dev-web</td>", "<td>t3.micro</td>", "<td>off</td>"):
-        assertContains(response, cell, html=True)
-    assertContains(response, '<a class="btn" href="/pods/globex/staging/edit/">Edit</a>', html=True)
+    for label, value in (
+        ("Instance name", "acme-prod-web"),
+        ("Instance name", "umbrella-dev-web"),
+        ("Type", "t3.micro"),
+        ("WAF", "off"),
+    ):
+        assertContains(response, f'<td data-label="{label}">{value}</td>', html=True)
+    assertContains(
+        response,
+        '<a class="btn" href="/pods/globex/staging/edit/">'
+        'Edit<span class="visually-hidden"> globex/staging</span></a>',
+        html=True,
+    )
     assertContains(response, '<a class="btn primary" href="/pods/new/">New pod</a>', html=True)
 
 
