@@ -282,12 +282,13 @@ def _dispatch(
             )
         request.refresh_from_db()  # others moved it meanwhile: read what they wrote
     logger.info(
-        "deployment request %s dispatched (%s): run %s (%s)",
+        "deployment request %s dispatched: run %s (%s)",
         request.pk,
-        inputs.get("action", "deploy"),
         result.run_id,
         result.correlated_by or "unknown",
-        **_log_fields(request, run_id=result.run_id, outcome="dispatched"),
+        **_log_fields(
+            request, run_id=result.run_id, outcome="dispatched", action=inputs.get("action", "deploy")
+        ),
     )
     return request
 

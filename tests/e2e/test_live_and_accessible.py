@@ -150,7 +150,8 @@ def test_request_page_follows_the_run_without_reloading(desktop, portal, axe_sou
             portal.github.complete_run(run_id)
             expect(headline).to_have_text("Deployment finished: umbrella/dev", timeout=20_000)
             # The pods page follows too: its Running now list and the pod's last deployment.
-            expect(pods.locator("#running-now")).to_contain_text("No deployment is running.", timeout=20_000)
+            # Other tests share this portal and may leave their own requests running or waiting.
+            expect(pods.locator("#running-now")).not_to_contain_text("umbrella/dev", timeout=20_000)
             expect(pods.locator("#last-umbrella-dev")).to_contain_text("success")
             pods.close()
         assert moved == [], "the page reloaded"
