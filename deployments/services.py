@@ -851,26 +851,8 @@ def deployment_request_approve(
     *, request: DeploymentRequest, actor: Account, comment: str = "", source: Source = Source.WEB
 ) -> DeploymentRequest:
     """Approve a plan awaiting approval and dispatch its apply (the approver's click)."""
-    request = _fresh(request)
-    _check_reviewer(request, actor)
-    _refuse_unless_status(request, {Status.AWAITING_APPROVAL}, "approved")
-    now = timezone.now()
-    try:
-        lifecycle.transition(
-            request,
-            Status.APPROVED,
-            source=source,
-            actor=actor,
-            message=f"Approved by {actor}." + (f" “{comment}”" if comment else ""),
-            data={"comment": comment} if comment else None,
-            when={"applied_by": None},
-            reviewed_by=actor,
-            reviewed_at=now,
-            review_comment=comment,
-            applied_by=actor,
-        )
-    except lifecycle.IllegalTransition:
-        _refuse_unless_status(_fresh(request), set(), "approved")
+    message = f"Approved by {actor}." + (f" “{comment}”" if comment else "")
+    request = _review(request, Status.APPROVED, actor=actor, comment=comment, source=source, message=message)
     return _dispatch_apply(request, actor=actor, source=source)
 
 
@@ -882,27 +864,39 @@ def deployment_request_reject(
         raise ReviewRefused(
             "Say why the plan is rejected: the requester reads it.", status=400, title="Reason required"
         )
+    message = f"Rejected by {actor}: “{comment}”"
+    request = _review(request, Status.REJECTED, actor=actor, comment=comment, source=source, message=message)
+    _notify(request, "rejected")
+    return request
+
+
+def _review(
+    request: DeploymentRequest, to: Status, *, actor: Account, comment: str, source: Source, message: str
+) -> DeploymentRequest:
+    """An Approver's decision on a plan awaiting approval: approved (the approver then starts the
+    apply, so ``applied_by`` is set in the same move) or rejected (the request ends)."""
     request = _fresh(request)
     _check_reviewer(request, actor)
-    _refuse_unless_status(request, {Status.AWAITING_APPROVAL}, "rejected")
+    doing = "approved" if to == Status.APPROVED else "rejected"
+    _refuse_unless_status(request, {Status.AWAITING_APPROVAL}, doing)
     now = timezone.now()
+    outcome = {"applied_by": actor} if to == Status.APPROVED else {"completed_at": now}
     try:
         lifecycle.transition(
             request,
-            Status.REJECTED,
+            to,
             source=source,
             actor=actor,
-            message=f"Rejected by {actor}: “{comment}”",
-            data={"comment": comment},
+            message=message,
+            data={"comment": comment} if comment else None,
             when={"applied_by": None},
             reviewed_by=actor,
             reviewed_at=now,
             review_comment=comment,
-            completed_at=now,
+            **outcome,
         )
     except lifecycle.IllegalTransition:
-        _refuse_unless_status(_fresh(request), set(), "rejected")
-    _notify(request, "rejected")
+        _refuse_unless_status(_fresh(request), set(), doing)
     return request
 
 
