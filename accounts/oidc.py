@@ -255,6 +255,10 @@ def axes_exempt(request: Any, credentials: dict[str, Any] | None) -> bool:
     """
     if not credentials:
         return False
+    from . import github  # GitHub's callback likewise (accounts/github.py)
+
+    if github.axes_exempt(credentials):
+        return True
     return "nonce" in credentials and not credentials.get("username")
 
 
