@@ -399,6 +399,7 @@ def team(gh: FakeGitHub, org: str, slug: str) -> dict:
         "repos_count": 0,
         "created_at": shapes.iso(shapes.BASE_TIME),
         "updated_at": shapes.iso(shapes.BASE_TIME),
+        "type": "organization",
         "organization": {
             "login": org,
             "id": data["id"],
@@ -422,6 +423,7 @@ def team(gh: FakeGitHub, org: str, slug: str) -> dict:
             "created_at": shapes.iso(shapes.BASE_TIME),
             "updated_at": shapes.iso(shapes.BASE_TIME),
             "type": "Organization",
+            "archived_at": None,
         },
     }
 
