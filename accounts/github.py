@@ -26,6 +26,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.models import AnonymousUser
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_GET, require_POST
@@ -216,6 +217,10 @@ def complete(request: HttpRequest, backend: str) -> HttpResponse:
     """GitHub sends the browser back here with a code; the person is signed in or told why not."""
     if not enabled() or backend != PortalGitHubBackend.name:
         raise Http404("Sign in with GitHub is not configured.")
+    # Always a sign-in, never "connect this GitHub account to whoever is signed in now": the
+    # library would link it to the current account (a local administrator's, say), and the teams
+    # would then decide that account's rights.
+    request.user = AnonymousUser()
     try:
         return social_views.complete(request, PortalGitHubBackend.name)
     except AuthPolicyError:

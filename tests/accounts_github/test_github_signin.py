@@ -142,6 +142,26 @@ def test_a_local_account_of_the_same_name_is_not_taken_over(github_app, client):
     assert groups(local) == [] and not local.is_staff and local.has_usable_password()
 
 
+def test_signing_in_while_signed_in_as_someone_else_never_links_their_account(github_app, client):
+    admin = make_user(username="root-admin", staff=True, superuser=True)
+    client.force_login(admin)
+    assert sign_in(client, github_app, "bob").status_code == 302
+    bob = User.objects.get(social_auth__provider="github")
+    assert bob.pk != admin.pk and bob.username == "bob"
+    assert int(client.session["_auth_user_id"]) == bob.pk
+    admin.refresh_from_db()
+    assert admin.is_staff and admin.is_superuser and not admin.social_auth.exists()
+
+
+NEXT = [("/requests/", "/requests/"), ("https://evil.example/", "/")]
+
+
+@pytest.mark.parametrize(("wanted", "landing"), NEXT)
+def test_the_page_asked_for_is_where_the_sign_in_lands(github_app, client, wanted, landing):
+    response = sign_in(client, github_app, "alice", next_url=wanted)
+    assert response.status_code == 302 and response["Location"] == landing
+
+
 def test_cancel_on_githubs_page_says_so(github_app, client):
     response = sign_in(client, github_app, "alice", authorize=False)
     assert response.status_code == 302 and response["Location"] == "/accounts/login/"
