@@ -36,11 +36,14 @@ def test_login_page_offers_github_beside_the_local_form(github_app, client):
     assert '<input type="hidden" name="next" value="/requests/">' in page
     assert page.index("Sign in with GitHub") < page.index('name="password"')
     assertContains(response, "Sign in with a local account")
+    # The form's redirect to GitHub's authorization page must be allowed (Chromium enforces it).
+    assert f"form-action 'self' {github_app.url}" in response["Content-Security-Policy"]
 
 
 def test_without_github_settings_there_is_no_button_and_no_route(db, client):
     response = client.get("/accounts/login/")
     assert "Sign in with GitHub" not in response.content.decode()
+    assert "form-action 'self';" in response["Content-Security-Policy"] + ";"
     assert client.post("/auth/login/github/").status_code == 404
     assert client.get("/auth/complete/github/?code=x&state=y").status_code == 404
 
