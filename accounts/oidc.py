@@ -29,8 +29,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_not_required
-from django.contrib.auth.models import Group
-from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect
@@ -44,11 +43,11 @@ from mozilla_django_oidc.views import (  # type: ignore[import-untyped]
     OIDCAuthenticationRequestView,
 )
 
+from .groups import apply_group_map, parse_group_map
 from .models import ExternalIdentity
 
 logger = logging.getLogger(__name__)
 
-STAFF = "staff"
 DISCOVERY_TTL_SECONDS = 3600
 # Everything from the provider is bounded: a discovery document, the groups of one person.
 MAX_DISCOVERY_BYTES = 256 * 1024
@@ -132,24 +131,9 @@ def reset() -> None:
 
 
 def group_map() -> dict[str, set[str]]:
-    """``OIDC_GROUP_MAP`` as {IdP group: {portal group or "staff", …}}.
-
-    The setting is ``idp-group=PortalGroup`` pairs separated by commas; an IdP group may be
-    listed more than once to grant several portal groups.
-    """
-    raw = settings.OIDC_GROUP_MAP
-    mapping: dict[str, set[str]] = {}
-    pairs = raw.items() if isinstance(raw, dict) else (p.partition("=")[::2] for p in raw.split(","))
-    for idp_group, target in pairs:
-        idp_group, target = idp_group.strip(), target.strip()
-        if not idp_group and not target:
-            continue
-        if not idp_group or not target:
-            raise ImproperlyConfigured(
-                f"OIDC_GROUP_MAP entries are idp-group=PortalGroup; got {idp_group}={target}."
-            )
-        mapping.setdefault(idp_group, set()).add(target)
-    return mapping
+    """``OIDC_GROUP_MAP`` as {IdP group: {portal group or "staff", …}} (``idp-group=PortalGroup``
+    pairs separated by commas; an IdP group may be listed more than once)."""
+    return parse_group_map(settings.OIDC_GROUP_MAP, "OIDC_GROUP_MAP")
 
 
 def idp_groups(claims: dict[str, Any]) -> list[str]:
@@ -161,26 +145,6 @@ def idp_groups(claims: dict[str, Any]) -> list[str]:
         return []
     groups = [g for g in value[:MAX_GROUPS] if isinstance(g, str) and 0 < len(g) <= MAX_GROUP_CHARS]
     return sorted(set(groups))
-
-
-def apply_group_map(user: Any, groups: list[str]) -> None:
-    """Give ``user`` exactly the mapped portal groups (and staff flag) that ``groups`` grant.
-
-    Only the groups named in OIDC_GROUP_MAP are managed: a group an administrator gave by
-    hand that the map does not mention is left alone. A superuser is never made by a claim.
-    """
-    mapping = group_map()
-    managed = set().union(*mapping.values()) if mapping else set()
-    granted = set().union(*(mapping.get(g, set()) for g in groups)) if groups else set()
-    names = managed - {STAFF}
-    existing = {g.name: g for g in Group.objects.filter(name__in=names)}
-    for missing in sorted(names - existing.keys()):
-        logger.warning("OIDC_GROUP_MAP names group %r, which does not exist in the portal", missing)
-    user.groups.add(*(existing[n] for n in sorted(granted & existing.keys())))
-    user.groups.remove(*(existing[n] for n in sorted(existing.keys() - granted)))
-    if STAFF in managed and user.is_staff != (STAFF in granted):
-        user.is_staff = STAFF in granted
-        user.save(update_fields=["is_staff"])
 
 
 # --- the authentication backend -----------------------------------------------------------------
@@ -270,7 +234,7 @@ class PortalOIDCBackend(OIDCAuthenticationBackend):
             identity.groups = groups
             identity.last_login_at = timezone.now()
             identity.save()
-            apply_group_map(user, groups)
+            apply_group_map(user, groups, group_map(), "OIDC_GROUP_MAP")
         logger.info(
             "signed in with the identity provider: %s (groups %s)",
             user.username,
@@ -291,6 +255,10 @@ def axes_exempt(request: Any, credentials: dict[str, Any] | None) -> bool:
     """
     if not credentials:
         return False
+    from . import github  # GitHub's callback likewise (accounts/github.py)
+
+    if github.axes_exempt(credentials):
+        return True
     return "nonce" in credentials and not credentials.get("username")
 
 

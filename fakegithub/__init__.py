@@ -57,6 +57,13 @@ Control API (all thread-safe):
   pytest plugin knows the portal: its ``deploy_pod`` is deploy-pod.yml (plan, apply or deploy:
   render spec.yml with ``deployments.podspec``, plan with ``fakegithub.terraform_model``, commit),
   used by the fixture, the sandbox, e2e tests and the bench.
+* "Sign in with GitHub" (``fakegithub.oauth``): ``add_user(login, name, email, emails)``,
+  ``add_org(org, members, public_members)``, ``set_org_members(org, members)``,
+  ``set_team(org, slug, members)``, ``add_oauth_app(client_id, secret, callback_url)``,
+  ``sign_in_web(login)`` (whom the browser is signed in to GitHub as), ``revoke_grant(login,
+  client_id)``. The web flow (``/login/oauth/authorize``, ``/login/oauth/access_token``) is
+  served at the root, beside the API prefix; a user access token then calls ``/user``,
+  ``/user/emails``, ``/user/teams`` and the organization membership checks.
 * ``reset()``: back to the constructor's state (run ids keep increasing across resets).
 """
 

@@ -57,6 +57,8 @@ class ApiRequest:
     body: object  # the parsed JSON body, or None
     actor: dict | None = None  # whom the token belongs to, once authenticated
     path: str = ""  # the API path called (without GHES's /api/v3 prefix), for Link headers
+    # (login, scopes) of a user access token from "Sign in with GitHub" (fakegithub.oauth).
+    oauth: tuple[str, frozenset[str]] | None = None
 
 
 def error(status: int, message: str) -> Response:
@@ -400,10 +402,10 @@ ROUTES = (
 @cache
 def _compiled(repo: str) -> tuple[tuple[Route, re.Pattern], ...]:
     # The routes of runs' jobs, artifacts and commits live in their own modules (they import this one).
-    from fakegithub import artifacts, commits, jobs
+    from fakegithub import artifacts, commits, jobs, oauth
 
     owner_name = f"(?i:{re.escape(repo)})"  # owner/name match case-insensitively, as on GitHub
-    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES, *commits.ROUTES)
+    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES, *commits.ROUTES, *oauth.ROUTES)
     return tuple((route, re.compile(route.pattern.replace("{repo}", owner_name))) for route in routes)
 
 
@@ -434,7 +436,7 @@ def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], ra
         gh.state.requests.append(record)
         fault = gh.state.match_fault(method, split.path)
         latency = gh.latency
-    is_api = _api_path(gh, path) is not None and not _web_match(gh, path)
+    is_api = _api_path(gh, path) is not None and not _web_match(gh, path) and not _oauth_web(path)
     if is_api and latency:
         time.sleep(latency)
     if fault is not None:
@@ -450,7 +452,7 @@ def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], ra
             record.status = response.status
             return response
     try:
-        response = _route(gh, method, path, query, headers, body_json)
+        response = _route(gh, method, path, query, headers, body_json, raw)
     except Exception as exc:  # a bug here must not kill the connection thread silently
         response = Response(500, {"message": f"fakegithub error: {exc!r}"})
     record.status = response.status
@@ -472,9 +474,27 @@ def _web_match(gh: FakeGitHub, path: str) -> re.Match | None:
     return re.fullmatch(r"(runs|workflows)/([^/]+)/?", path[len(prefix) :])
 
 
+def _oauth_web(path: str) -> bool:
+    from fakegithub import oauth
+
+    return oauth.is_web_path(path)
+
+
 def _route(
-    gh: FakeGitHub, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: object
+    gh: FakeGitHub,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    headers: dict[str, str],
+    body: object,
+    raw: bytes = b"",
 ) -> Response:
+    if _oauth_web(path):
+        # The OAuth web flow is on the web host (github.com/login/oauth/..., or GHES's host
+        # without /api/v3), not under the API.
+        from fakegithub import oauth
+
+        return oauth.web(gh, method, path, query, headers, raw)
     web = _web_match(gh, path)
     if web is not None and method in ("GET", "HEAD"):
         return _web_page(gh, web.group(1), web.group(2))
@@ -518,7 +538,15 @@ def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
     if kind == "classic" and gh.scopes is not None:
         auth_headers["x-oauth-scopes"] = gh.scopes
         auth_headers["x-accepted-oauth-scopes"] = "repo"
-    req.actor = shapes.app_bot(gh) if kind == "installation" else shapes.fake_user(gh)
+    if kind == "oauth":
+        from fakegithub import oauth
+
+        login, scopes, _client = gh.state.accounts.tokens[token or ""]
+        req.oauth = (login, scopes)
+        req.actor = oauth.person(gh, login)
+        auth_headers["x-oauth-scopes"] = ", ".join(sorted(scopes))
+    else:
+        req.actor = shapes.app_bot(gh) if kind == "installation" else shapes.fake_user(gh)
 
     limited = gh.secondary_points_per_minute is not None or gh.secondary_writes_per_minute is not None
     if route is not None and route.metered and limited:
@@ -555,7 +583,7 @@ def _permission_refusal(gh: FakeGitHub, kind: str, route: Route) -> Response | N
     """GitHub's 403 to an installation or fine-grained token without the route's permission, with
     the x-accepted-github-permissions header naming it; classic tokens are governed by scopes.
     https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#resource-not-accessible"""
-    if route.permission is None or kind == "classic":
+    if route.permission is None or kind in ("classic", "oauth"):
         return None
     name, _, level = route.permission.partition("=")
     granted = gh.installation_permissions if kind == "installation" else gh.fine_grained_permissions
@@ -618,7 +646,7 @@ def _secondary_limit(gh: FakeGitHub, method: str) -> Response | None:
 
 def _authenticate(gh: FakeGitHub, headers: dict[str, str]) -> tuple[str | None, str | None]:
     """(kind, token): kind is "classic", "fine_grained" (a ``github_pat_`` token), "installation",
-    or None when rejected."""
+    "oauth" (an OAuth app's user access token), or None when rejected."""
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
     if scheme.lower() not in ("token", "bearer") or not token:
@@ -631,6 +659,9 @@ def _authenticate(gh: FakeGitHub, headers: dict[str, str]) -> tuple[str | None, 
     expiry = gh.state.issued_tokens.get(token)
     if expiry is not None and expiry > time.time():
         return "installation", token
+    if token in gh.state.accounts.tokens:
+        # A user access token of an OAuth app (gho_...), from "Sign in with GitHub".
+        return "oauth", token
     return None, token
 
 

@@ -14,11 +14,11 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from fakegithub import shapes
+from fakegithub import oauth, shapes
 from fakegithub.artifacts import ArtifactStore
 from fakegithub.routes import make_server
 from fakegithub.state import (
@@ -358,6 +358,53 @@ class FakeGitHub:
             run.started = run.updated = run.advanced = now
             self._webhook(run, "requested")
             return self.run(run_id)
+
+    # --- people, organizations, teams and OAuth apps ("Sign in with GitHub", fakegithub.oauth) ---
+
+    def add_user(
+        self, login: str, name: str | None = None, email: str | None = None, emails: list | None = None
+    ) -> int:
+        """A GitHub account; ``email`` is its public (and primary, verified) address, ``emails``
+        [(address, primary, verified)] what ``GET /user/emails`` lists. Returns its id."""
+        with self.state.lock:
+            return oauth.add_user(self, login, name, email, emails)
+
+    def add_org(self, org: str, members: Iterable[str] = (), public_members: Iterable[str] = ()) -> None:
+        """An organization; ``public_members`` are members who made their membership public."""
+        with self.state.lock:
+            oauth.add_org(self, org, list(members), list(public_members))
+
+    def set_org_members(self, org: str, members: list[str]) -> None:
+        """Who is in ``org`` now (someone removed leaves its teams too)."""
+        with self.state.lock:
+            data = self.state.accounts.orgs[org]
+            data["members"] = set(members)
+            data["public_members"] &= data["members"]
+            for team in data["teams"].values():
+                team["members"] &= data["members"]
+
+    def set_team(self, org: str, slug: str, members: list[str], name: str | None = None) -> None:
+        """Create or change a team of ``org``: its members are exactly ``members``."""
+        with self.state.lock:
+            oauth.set_team(self, org, slug, members, name)
+
+    def add_oauth_app(
+        self, client_id: str, client_secret: str, callback_url: str, name: str = "Pod Deployment Portal"
+    ) -> None:
+        """An OAuth app registered with its authorization callback URL."""
+        with self.state.lock:
+            app = {"secret": client_secret, "callback_url": callback_url, "name": name}
+            self.state.accounts.apps[client_id] = app
+
+    def sign_in_web(self, login: str | None) -> None:
+        """Whom the browser is signed in to GitHub as, on the web host (None: nobody)."""
+        with self.state.lock:
+            self.state.accounts.signed_in = login
+
+    def revoke_grant(self, login: str, client_id: str) -> None:
+        """The person revokes the app's access: the consent page shows again next time."""
+        with self.state.lock:
+            self.state.accounts.grants.pop((login, client_id), None)
 
     # --- runs -----------------------------------------------------------------------------------
 

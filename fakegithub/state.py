@@ -93,6 +93,29 @@ class RunOutcome:
     retention_days: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Accounts:
+    """People, organizations, teams and OAuth apps, for "Sign in with GitHub" (fakegithub.oauth).
+
+    ``users``: login -> {"id", "name", "email" (public, or None), "emails" [(address, primary,
+    verified)]}; ``orgs``: login -> {"id", "members" {login}, "public_members" {login},
+    "teams" {slug: {"id", "name", "members" {login}}}}; ``apps``: client_id -> {"secret",
+    "callback_url", "name"}; ``grants``: (login, client_id) -> the scopes that person authorized;
+    ``codes``: code -> {"client_id", "login", "redirect_uri", "scopes", "expires"};
+    ``tokens``: access token -> (login, scopes, client_id); ``signed_in``: whom the browser is
+    signed in to the web host as (None: nobody).
+    """
+
+    users: dict[str, dict] = field(default_factory=dict)
+    orgs: dict[str, dict] = field(default_factory=dict)
+    apps: dict[str, dict] = field(default_factory=dict)
+    grants: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    codes: dict[str, dict] = field(default_factory=dict)
+    tokens: dict[str, tuple[str, frozenset[str], str]] = field(default_factory=dict)
+    signed_in: str | None = None
+    next_id: int = 5001
+
+
 def read_dir(local: Path, under: str) -> dict[str, bytes]:
     """{repository path: content} for every file below ``local``, placed under ``under``."""
     files = {}
@@ -124,6 +147,7 @@ class State:
             self.requests: list[RecordedRequest] = []
             self.deliveries: list[Delivery] = []
             self.issued_tokens: dict[str, float] = {}
+            self.accounts = Accounts()
             # (time, points, content-creating) of the requests counted by the secondary rate limits.
             self.secondary_spent: deque[tuple[float, int, bool]] = deque()
             self.rate_limit = DEFAULT_RATE_LIMIT

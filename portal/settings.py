@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "csp",
     "rest_framework",
     "drf_spectacular",
+    # Sign in with GitHub (accounts/github.py): python-social-auth's accounts table (UserSocialAuth).
+    "social_django",
     "deployments",
     "accounts",
     "api",
@@ -72,6 +74,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     # Single sign-on with the company's OpenID Provider (accounts/oidc.py); inert without OIDC_ISSUER.
     "accounts.oidc.PortalOIDCBackend",
+    # Sign in with GitHub (accounts/github.py); inert without GITHUB_OAUTH_CLIENT_ID.
+    "accounts.github.PortalGitHubBackend",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -289,6 +293,42 @@ OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
 # Axes does not count the provider's callback (no username: it would lock out an address).
 AXES_WHITELIST_CALLABLE = "accounts.oidc.axes_exempt"
 # --- end of single sign-on ---
+
+# --- sign in with GitHub (accounts/github.py, social-auth-app-django) ---
+# An OAuth app (GitHub: Settings → Developer settings → OAuth Apps) whose callback URL is
+# https://<portal>/auth/complete/github/. Only members of GITHUB_OAUTH_ORG may sign in; their
+# teams map to the portal's groups at every sign-in: "team-slug=Deployers,leads=Approvers,admins=staff".
+# The GitHub host is GITHUB_API_URL's (GitHub Enterprise Server too); GITHUB_OAUTH_URL is the
+# web host the browser signs in at, if it is not derived from it.
+GITHUB_OAUTH_CLIENT_ID = env.str("GITHUB_OAUTH_CLIENT_ID", default="")
+GITHUB_OAUTH_CLIENT_SECRET = env.str("GITHUB_OAUTH_CLIENT_SECRET", default="")
+GITHUB_OAUTH_ORG = env.str("GITHUB_OAUTH_ORG", default="")
+GITHUB_OAUTH_TEAM_GROUPS = env.str("GITHUB_OAUTH_TEAM_GROUPS", default="")
+GITHUB_OAUTH_URL = env.str("GITHUB_OAUTH_URL", default="")
+if GITHUB_OAUTH_CLIENT_ID and not GITHUB_OAUTH_ORG:
+    raise ImproperlyConfigured(
+        "GITHUB_OAUTH_ORG is required with GITHUB_OAUTH_CLIENT_ID: only members sign in."
+    )
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_LOGIN_REDIRECT_URL = "/"
+SOCIAL_AUTH_LOGIN_ERROR_URL = "/accounts/login/"
+SOCIAL_AUTH_INACTIVE_USER_URL = "/accounts/login/"
+SOCIAL_AUTH_USER_FIELDS = ["username", "email"]
+# The account is GitHub's numeric id (social_uid); a username already taken (a local account)
+# gets a suffix; nothing links accounts by e-mail. The last step maps teams to groups.
+SOCIAL_AUTH_PIPELINE = [
+    "social_core.pipeline.social_auth.social_details",
+    "social_core.pipeline.social_auth.social_uid",
+    "social_core.pipeline.social_auth.auth_allowed",
+    "social_core.pipeline.social_auth.social_user",
+    "social_core.pipeline.user.get_username",
+    "social_core.pipeline.user.create_user",
+    "social_core.pipeline.social_auth.associate_user",
+    "social_core.pipeline.social_auth.load_extra_data",
+    "social_core.pipeline.user.user_details",
+    "accounts.github.apply_team_groups",
+]
+# --- end of sign in with GitHub ---
 
 # --- API (api/, Django REST framework + drf-spectacular) ---
 REST_FRAMEWORK = {

@@ -17,6 +17,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Single sign-on with the company's OpenID Provider (accounts/oidc.py).
     path("oidc/", include("accounts.urls")),
+    # Sign in with GitHub (accounts/github.py): /auth/login/github/, /auth/complete/github/.
+    path("auth/", include("accounts.github_urls")),
     path("api/", include("api.urls")),
     path("", include("deployments.urls")),
 ]

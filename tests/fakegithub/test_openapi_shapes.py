@@ -230,3 +230,20 @@ def test_installation_matches_github_schema(fakegithub):
     assert answer.status_code == 200, answer.text
     assert_matches(route("GET /app/installations/{installation_id} 200"), answer.json())
     assert answer.json()["permissions"] == fakegithub.installation_permissions
+
+
+def test_sign_in_with_github_answers_match_github_schema(fakegithub):
+    """The person, their addresses and teams, as an OAuth app's user token reads them."""
+    from tests.fakegithub.test_oauth import APP, CALLBACK, SECRET, authorize, back, exchange
+
+    fakegithub.add_user("lena", "Lena Ott", "lena@example.com")
+    fakegithub.add_org("acme", members=["lena"])
+    fakegithub.set_team("acme", "deployers", ["lena"])
+    fakegithub.add_oauth_app(APP, SECRET, CALLBACK)
+    fakegithub.sign_in_web("lena")
+    token = exchange(fakegithub, back(authorize(fakegithub))[1]["code"]).json()["access_token"]
+    headers = {"Authorization": f"token {token}"}
+    for path in ("/user", "/user/emails", "/user/teams"):
+        answer = requests.get(fakegithub.api_url + path, headers=headers, timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert_matches(route(f"GET {path} 200"), answer.json())

@@ -57,3 +57,26 @@ def test_settings_without_secret_key_in_production_fail_with_a_clear_message():
 def test_debug_mode_runs_without_a_secret_key():
     result = run_manage("check", env={"DJANGO_DEBUG": "true"})
     assert result.returncode == 0, result.stderr
+
+
+GITHUB_SIGN_IN_ENV = {
+    "GITHUB_OAUTH_CLIENT_ID": "Ov23liProductionLike00",
+    "GITHUB_OAUTH_CLIENT_SECRET": "0123456789abcdef0123456789abcdef01234567",
+    "GITHUB_OAUTH_ORG": "example",
+    "GITHUB_OAUTH_TEAM_GROUPS": "platform-deployers=Deployers,platform-admins=staff",
+}
+
+
+def test_check_deploy_is_clean_with_sign_in_with_github():
+    result = run_manage(
+        "check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV | GITHUB_SIGN_IN_ENV
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNINGS" not in result.stdout + result.stderr
+
+
+def test_github_sign_in_without_an_organization_fails_with_a_clear_message():
+    env = PRODUCTION_ENV | {k: v for k, v in GITHUB_SIGN_IN_ENV.items() if k != "GITHUB_OAUTH_ORG"}
+    result = run_manage("check", env=env)
+    assert result.returncode != 0
+    assert "GITHUB_OAUTH_ORG is required with GITHUB_OAUTH_CLIENT_ID" in result.stderr
