@@ -237,7 +237,8 @@ def _seconds(item: dict[str, Any]) -> int | None:
 def _job_view(job: dict[str, Any]) -> dict[str, Any]:
     html_url = _text(job.get("html_url"), 2048)
     job_id = job.get("id")
-    steps = job.get("steps") if isinstance(job.get("steps"), list) else []
+    listed = job.get("steps")
+    steps: list[Any] = listed if isinstance(listed, list) else []
     return {
         "id": job_id if type(job_id) is int and 0 < job_id <= _MAX_ID else 0,
         "name": _text(job.get("name"), STEP_LIMIT) or "Job",
