@@ -1,8 +1,8 @@
 """Figures for the record, printed with ``-s``: the operator's journey from the pods page to the
 run's link (clicks and seconds, at desktop size), and axe-core's violations by impact on each page
 of the portal now. The test also holds them to what the portal promises: the journey ends on the
-request page with "Run #N ↗" in at most 4 clicks and 1 field change (3 today: Edit, Preview, Deploy), and no page has a serious or
-critical violation.
+request page with "Run #N ↗" in at most 4 clicks and 1 field change (3 today: Edit, Preview,
+Deploy), and no page has a serious or critical violation.
 
     .venv/bin/python -m pytest tests/e2e/test_journey_figures.py -s -p no:randomly
 """
