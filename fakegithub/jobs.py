@@ -5,8 +5,9 @@ with the two steps GitHub adds to every job ("Set up job", "Complete job"). What
 the run: queued, then in progress, then the ``RunOutcome`` the run completed with — the steps before
 the failed one succeeded, the failed one failed, the later ones were skipped; a step whose ``if:``
 is false was skipped. A run failed without a named step (a scripted conclusion) fails at
-"Terraform apply". Every job is a check run with the same id; a failed job's annotations are the
-run's ``::error`` lines followed by the runner's "Process completed with exit code 1.".
+"Terraform apply" ("Terraform plan" in a plan run). Every job is a check run with the same id; a
+failed job's annotations are the run's ``::error`` lines followed by the runner's "Process
+completed with exit code 1.".
 
 https://docs.github.com/en/rest/actions/workflow-jobs#list-jobs-for-a-workflow-run
 https://docs.github.com/en/rest/actions/workflow-jobs#list-jobs-for-a-workflow-run-attempt
@@ -31,6 +32,7 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 
 # The step a run that failed without naming one fails at.
 DEFAULT_FAILED_STEP = "Terraform apply"
+PLAN_STEP = "Terraform plan"
 SET_UP, COMPLETE = "Set up job", "Complete job"
 # Job ids: run id, attempt and the job's place in the workflow, so a check run id leads back to them.
 _ATTEMPTS, _JOBS = 100, 100
@@ -235,7 +238,7 @@ def attempt_jobs(gh: FakeGitHub, run: Run, attempt: int) -> list[JobSpec]:
         return []  # the workflow could not start: no job ran
     defs = workflow_jobs()
     runnable = [_holds(d.condition, gh, run.inputs) for d in defs]
-    failing = _failing_job(defs, status, conclusion, outcome)
+    failing = _failing_job(defs, status, conclusion, outcome, lambda c: _holds(c, gh, run.inputs))
     specs = []
     for index, definition in enumerate(defs):
         spec = JobSpec(
@@ -260,12 +263,24 @@ def attempt_jobs(gh: FakeGitHub, run: Run, attempt: int) -> list[JobSpec]:
 
 
 def _failing_job(
-    defs: tuple[JobDef, ...], status: str, conclusion: str | None, outcome: RunOutcome | None
+    defs: tuple[JobDef, ...],
+    status: str,
+    conclusion: str | None,
+    outcome: RunOutcome | None,
+    holds: Callable[[str | None], bool],
 ) -> tuple[int, str] | None:
-    """(job index, step name) where a run that did not succeed stopped; None when it succeeded."""
+    """(job index, step name) where a run that did not succeed stopped; None when it succeeded.
+    A run failed without a named step stops at "Terraform apply", or at "Terraform plan" when
+    apply does not run (a plan run: its ``if:`` is false)."""
     if status != "completed" or conclusion in ("success", "neutral", "skipped", None):
         return None
-    wanted = (outcome.failed_step if outcome else None) or DEFAULT_FAILED_STEP
+    wanted = outcome.failed_step if outcome else None
+    if not wanted:
+        wanted = DEFAULT_FAILED_STEP
+        for definition in defs:
+            for step in definition.steps:
+                if step.name == DEFAULT_FAILED_STEP and not holds(step.condition):
+                    wanted = PLAN_STEP
     for index, definition in enumerate(defs):
         if any(step.name == wanted for step in definition.steps):
             return index, wanted
@@ -398,9 +413,24 @@ _OUTPUT = {
 
 def _failure_output(step: str, inputs: dict[str, str]) -> list[str]:
     """What a step usually prints when it fails, Terraform's error box in its colours."""
+    kind = inputs.get("instance_type") or "t3.small"
+    box = f"{_RED}│{_RESET} "
+    if step == PLAN_STEP:
+        return [
+            "aws_instance.pod: Refreshing state... [id=i-0f3c2a9d4b1e5a7c8]",
+            f"{_RED}╷{_RESET}",
+            f"{box}{_BOLD}{_RED}Error: {_RESET}{_BOLD}reading EC2 Instance Type ({kind}): "
+            "operation error EC2: DescribeInstanceTypes, https response error StatusCode: 403, "
+            "api error UnauthorizedOperation: "
+            "You are not authorized to perform this operation. User: "
+            "arn:aws:sts::123456789012:assumed-role/pod-deployer/GitHubActions is not authorized to perform: "
+            f"ec2:DescribeInstanceTypes{_RESET}",
+            box,
+            f"{box}  with data.aws_ec2_instance_type.pod,",
+            f'{box}  on main.tf line 12, in data "aws_ec2_instance_type" "pod":',
+            f"{_RED}╵{_RESET}",
+        ]
     if step.startswith("Terraform"):
-        kind = inputs.get("instance_type") or "t3.small"
-        box = f"{_RED}│{_RESET} "
         return [
             "aws_instance.pod: Modifying... [id=i-0f3c2a9d4b1e5a7c8]",
             f"{_RED}╷{_RESET}",

@@ -85,13 +85,20 @@ def test_the_sandbox_failing_pod_names_the_failed_step_and_shows_its_log(sized, 
         expect(page).to_have_url(re.compile(r"/requests/\d+/$"))
         moved = navigations(page)
         failure = page.locator("#failure")
-        expect(failure).to_contain_text("Failed at step “Terraform apply”", timeout=30_000)
+        # Under the shipped review policy the plan run fails (at "Terraform plan"); in one run, apply.
+        expect(failure).to_contain_text(re.compile("Failed at step “Terraform (plan|apply)”"), timeout=30_000)
+        step = re.search(r"Terraform (plan|apply)", failure.locator("h2").inner_text()).group(0)
         log = page.locator("#log-tail")
-        expect(log).to_contain_text("InsufficientInstanceCapacity")
+        expect(page.locator("#log-title")).to_have_text(f"Last lines of the log of “{step}”")
+        expect(log).to_contain_text(
+            "UnauthorizedOperation" if step == "Terraform plan" else "InsufficientInstanceCapacity"
+        )
         expect(log).to_contain_text("Error: Process completed with exit code 1.")
         assert "\x1b" not in log.inner_text()
         assert not re.search(r"^\d{4}-\d\d-\d\dT", log.inner_text(), re.M)
-        expect(page.locator("#steps li.step-failed")).to_contain_text("Terraform apply")
+        expect(page.locator("#steps li.step-failed")).to_contain_text(step)
+        # The box opens on its last line: the error.
+        assert log.evaluate("e => e.scrollHeight - e.scrollTop - e.clientHeight") <= 1
         expect(failure.get_by_role("link", name=re.compile("^Full log on GitHub"))).to_have_attribute(
             "href", re.compile(r"/actions/runs/\d+/job/\d+$")
         )
