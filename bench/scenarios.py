@@ -935,7 +935,7 @@ def _wrk_headers(wrk: str, url: str, headers: dict[str, str], cfg: Config) -> di
 
 
 def live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> list[Row]:
-    """50 open request pages of a running deployment poll their live fragment for a minute (10 s
+    """50 open request pages of a running deployment poll their live fragment for a minute (6 s
     under --quick): the GitHub requests they cost, and how many polls were 304s (no rendering);
     then the requests/s the fragment's unchanged answer sustains (wrk) vs the bare view."""
     stack.env["GITHUB_WEBHOOK_SECRET"] = stack.gh.webhook_secret = WEBHOOK_SECRET
@@ -965,7 +965,7 @@ def _live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> l
         raise RuntimeError("the request page shows no steps")
     etag = _etag_of(page.text)
     cookie = f"sessionid={session.cookies['sessionid']}"
-    seconds = cfg.load_seconds * 6  # a minute; 18 s under --quick
+    seconds = 60.0 if cfg.load_seconds >= 10 else 2 * cfg.load_seconds  # a minute; 6 s under --quick
     rounds = max(1, int(seconds / LIVE_POLL_SECONDS))
     statuses: list[int] = []
     local = threading.local()
