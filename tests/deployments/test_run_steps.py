@@ -232,3 +232,32 @@ def test_steps_github_cannot_list_leave_the_page_without_them(gh, deployer_clien
     page = deployer_client.get(f"/requests/{request.pk}/")
     assert page.status_code == 200
     assertNotContains(page, "Jobs and steps")
+
+
+def test_steps_read_by_the_sync_without_a_status_change_give_the_poll_a_new_etag(
+    gh, deployer_client, settings
+):
+    from deployments import services
+
+    # Each lease lapses at once: the sync comes a lookup interval after the failed reads.
+    settings.RUN_LOOKUP_INTERVAL_SECONDS = 0.001
+    request = deploy(deployer_client)
+    fault = gh.add_fault("GET", JOBS, status=502)
+    gh.advance_run(request.run_id)
+    assert set(deliver(deployer_client, gh)) == {200}  # in progress; its steps could not be read
+    page = deployer_client.get(f"/requests/{request.pk}/")
+    assertNotContains(page, "Jobs and steps")
+    etag = re.search(r'"If-None-Match": "(W/\\u0022[^"]*?\\u0022)"', page.content.decode()).group(1)
+    etag = etag.replace("\\u0022", '"').replace("\\u002D", "-")
+    assert (
+        deployer_client.get(f"/requests/{request.pk}/live/", headers={"if-none-match": etag}).status_code
+        == 304
+    )
+
+    gh.state.faults.remove(fault)
+    assert services.deployment_requests_sync()["updated"] == 0  # the run's status did not change
+
+    poll = deployer_client.get(f"/requests/{request.pk}/live/", headers={"if-none-match": etag})
+    assert poll.status_code == 200
+    assert poll.headers["ETag"] != etag
+    assertContains(poll, '<span class="step-name">Check out</span> <span class="step-state">running')
