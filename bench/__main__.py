@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, sizes 10 and 100 only")
     parser.add_argument(
         "--only",
-        default="inventory,deploy,concurrency,review,health,throughput,memory",
+        default="inventory,deploy,concurrency,review,health,throughput,memory,live",
         help="comma list of scenarios to run",
     )
     args = parser.parse_args(argv)
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             ("health", lambda: scenarios.health(stack, cfg, client, seed_repo)),
             ("throughput", lambda: scenarios.throughput(stack, cfg, session)),
             ("memory", lambda: scenarios.memory(stack, cfg)),
+            ("live", lambda: scenarios.live(stack, cfg, session, pods)),
         ]
         if "inventory" not in wanted:
             stack.grow_pods(cfg.sizes[-1])

@@ -896,3 +896,150 @@ def _review(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pod
         "(only its requests about this plan run counted: requests of other scenarios are active too)."
     )
     return rows
+
+
+# --- issue 18 target 4: watching runs is free -------------------------------------------------------
+
+LIVE_PAGES = 50
+LIVE_POLL_SECONDS = 2.0  # deployments.live.RUNNING_POLL_SECONDS: a running request's poll
+
+
+def _etag_of(page: str) -> str:
+    """The ETag a request page hands its htmx poll (JSON in the hx-headers attribute)."""
+    found = re.search(r'"If-None-Match": "(W/\\u0022[^"]*?\\u0022)"', page)
+    if not found:
+        raise RuntimeError("the request page does not poll")
+    return found.group(1).replace("\\u0022", '"').replace("\\u002D", "-")
+
+
+def _wrk_headers(wrk: str, url: str, headers: dict[str, str], cfg: Config) -> dict:
+    """wrk -t1 against ``url`` with these headers: requests/s, total, the non-2xx/3xx count, p50."""
+    args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{cfg.load_connections}", f"-d{cfg.load_seconds:.0f}s", "--latency", *args, url],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=cfg.load_seconds + 60,
+    ).stdout
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    return {
+        "median": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "non_2xx_3xx": int(bad.group(1)) if bad else 0,
+        "latency_p50_ms": float(p50.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
+        if p50
+        else None,
+    }
+
+
+def live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> list[Row]:
+    """50 open request pages of a running deployment poll their live fragment for a minute (6 s
+    under --quick): the GitHub requests they cost, and how many polls were 304s (no rendering);
+    then the requests/s the fragment's unchanged answer sustains (wrk) vs the bare view."""
+    stack.env["GITHUB_WEBHOOK_SECRET"] = stack.gh.webhook_secret = WEBHOOK_SECRET
+    stack.restart_gunicorn()
+    try:
+        return _live(stack, cfg, session, pods)
+    finally:
+        del stack.env["GITHUB_WEBHOOK_SECRET"]
+        stack.gh.webhook_secret = None
+        stack.restart_gunicorn()
+
+
+def _live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> list[Row]:
+    stack.gh.deliveries.clear()
+    result = _portal_deploy(stack, session, pods.take())
+    if result["status"] != 302 or not result["pk"]:
+        raise RuntimeError(f"the deploy answered {result['status']}")
+    pk = result["pk"]
+    [run] = [r for r in stack.gh.runs if r["inputs"].get("request_id") == result["key"]]
+    stack.gh.advance_run(run["id"])  # in progress: its webhooks read the steps (once per change)
+    stack.gh.clear_requests()
+    _deliver(stack, list(stack.gh.deliveries))
+    stack.gh.deliveries.clear()
+    webhook_reads = len(stack.gh.requests)
+    page = session.get(stack.url(f"/requests/{pk}/"), timeout=60)
+    if 'id="steps"' not in page.text:
+        raise RuntimeError("the request page shows no steps")
+    etag = _etag_of(page.text)
+    cookie = f"sessionid={session.cookies['sessionid']}"
+    seconds = 60.0 if cfg.load_seconds >= 10 else 2 * cfg.load_seconds  # a minute; 6 s under --quick
+    rounds = max(1, int(seconds / LIVE_POLL_SECONDS))
+    statuses: list[int] = []
+    local = threading.local()
+
+    def poll(_: int) -> tuple[int, int]:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            local.session.headers.update({"Cookie": cookie, "HX-Request": "true"})
+        answer = local.session.get(
+            stack.url(f"/requests/{pk}/live/"), headers={"If-None-Match": etag}, timeout=60
+        )
+        return answer.status_code, len(answer.content)
+
+    stack.gh.clear_requests()
+    started = time.perf_counter()
+    bodies = 0
+    with ThreadPoolExecutor(8) as pool:
+        for number in range(rounds):
+            for status, size in pool.map(poll, range(LIVE_PAGES)):
+                statuses.append(status)
+                bodies += size
+            pause = started + (number + 1) * LIVE_POLL_SECONDS - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+    polled = time.perf_counter() - started
+    during = len(stack.gh.requests)
+    not_modified = statuses.count(304)
+    # The run ends: one webhook reads its final steps, whatever the number of pages.
+    stack.gh.complete_run(run["id"])
+    stack.gh.clear_requests()
+    _deliver(stack, list(stack.gh.deliveries))
+    stack.gh.deliveries.clear()
+    at_end = sorted({r.path.split("?")[0].rsplit("/", 1)[-1] for r in stack.gh.requests})
+    end_reads = len(stack.gh.requests)
+
+    wrk = ensure_wrk()
+    notes = [
+        f"{LIVE_PAGES} pages × {rounds} polls every {LIVE_POLL_SECONDS:.0f} s ({polled:.0f} s) "
+        f"of request #{pk} while its run was in progress: {len(statuses)} polls, "
+        f"{not_modified} answered 304 with "
+        f"{bodies} body bytes in all, {during} GitHub requests. The steps were read by the webhooks: "
+        f"{webhook_reads} requests for the run's queued and in-progress events; its completion cost "
+        f"{end_reads} ({', '.join(at_end) or 'none'}), once for all pages.",
+    ]
+    if wrk is None:
+        fragment = bare = rendered = {}
+        notes.append("wrk is not installed and apt-get could not install it: requests/s not measured.")
+    else:
+        # The request has ended now: polls of its old ETag are rendered; of its new one, 304.
+        fresh = _etag_of(session.get(stack.url(f"/requests/{pk}/"), timeout=60).text)
+        headers = {"Cookie": cookie}
+        fragment = _wrk_headers(
+            wrk, stack.url(f"/requests/{pk}/live/"), {**headers, "If-None-Match": fresh}, cfg
+        )
+        rendered = _wrk_headers(wrk, stack.url(f"/requests/{pk}/live/"), headers, cfg)
+        bare = _wrk_headers(wrk, stack.url("/health/live"), headers, cfg)
+        notes.append(
+            f"wrk -t1 -c{cfg.load_connections} -d{cfg.load_seconds:.0f}s: unchanged poll (304) "
+            f"{fragment['median']:.0f} req/s (p50 {fragment['latency_p50_ms']} ms, non-2xx/3xx "
+            f"{fragment['non_2xx_3xx']}); the fragment rendered (no If-None-Match) "
+            f"{rendered['median']:.0f} req/s; "
+            f"bare /health/live {bare['median']:.0f} req/s."
+        )
+    row = Row(
+        f"live: {LIVE_PAGES} request pages polling, unchanged poll (304)",
+        "req/s",
+        fragment,
+        "/health/live (bare Django)",
+        bare,
+        portal_requests=during,
+        baseline_requests=0,
+        ratio_kind="share",
+        target="0 GitHub req while polling; all polls 304",
+    )
+    row.met = during == 0 and not_modified == len(statuses)
+    row.notes += notes
+    return [row]

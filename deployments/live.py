@@ -43,6 +43,7 @@ class RequestStamp:
     has_plan_summary: bool
     applied_by_id: int | None
     expires_at: dt.datetime | None
+    completed_at: dt.datetime | None = None
 
     @classmethod
     def of(cls, request: DeploymentRequest, *, events: int) -> RequestStamp:
@@ -57,6 +58,7 @@ class RequestStamp:
             has_plan_summary=request.plan_summary is not None,
             applied_by_id=request.applied_by_id,
             expires_at=request.expires_at,
+            completed_at=request.completed_at,
         )
 
     def etag(self, *, viewer: int | None) -> str:
@@ -79,7 +81,13 @@ class RequestStamp:
             and not self.waits_for_people
         )
         summary_missing = bool(self.plan_run_id) and not self.has_plan_summary
-        return expired or run_unknown or summary_missing
+        just_ended = (
+            self.status == lifecycle.Status.COMPLETED
+            and bool(self.run_id or self.plan_run_id)
+            and self.completed_at is not None
+            and now - self.completed_at < REASON_WAIT
+        )
+        return expired or run_unknown or summary_missing or just_ended
 
 
 def request_stamp(pk: int) -> RequestStamp | None:
@@ -97,12 +105,13 @@ def request_stamp(pk: int) -> RequestStamp | None:
             "plan_summary",
             "applied_by_id",
             "expires_at",
+            "completed_at",
         )
         .first()
     )
     if row is None:
         return None
-    pk, status, updated_at, events, run_id, plan_run_id, plan_summary, applied_by_id, expires_at = row
+    pk, status, updated_at, events, run_id, plan_run_id, plan_summary, applied_by_id, expires_at, ended = row
     return RequestStamp(
         pk=pk,
         status=status,
@@ -113,13 +122,19 @@ def request_stamp(pk: int) -> RequestStamp | None:
         has_plan_summary=plan_summary is not None,
         applied_by_id=applied_by_id,
         expires_at=expires_at,
+        completed_at=ended,
     )
 
 
-def poll_seconds(request: DeploymentRequest, *, now: dt.datetime | None = None) -> int | None:
-    """How often the request page asks again; None once nothing more can happen."""
+def poll_seconds(
+    request: DeploymentRequest, *, now: dt.datetime | None = None, steps_pending: bool = False
+) -> int | None:
+    """How often the request page asks again; None once nothing more can happen (``steps_pending``:
+    the run ended a moment ago and its final steps are still being read)."""
     if request.is_active:
         return WAITING_POLL_SECONDS if request.waits_for_people else RUNNING_POLL_SECONDS
+    if steps_pending:
+        return RUNNING_POLL_SECONDS
     # A failed run's reason is read from GitHub just after it ends: wait for it a little while.
     ended = request.completed_at
     reason_pending = (

@@ -16,7 +16,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import gh, inventory, lifecycle, notify, podspec, selectors
+from . import gh, inventory, lifecycle, notify, podspec, selectors, steps
 from . import plan as terraform_plan
 from .gh import artifacts, jobs
 from .lifecycle import Source, Status
@@ -555,6 +555,8 @@ def _explain_failure(pk: int, run: gh.RunState) -> None:
         logger.warning("request %s: why run %s failed is unknown: %s", pk, run.run_id, exc.message)
         failure = None
     error_type, message = jobs.describe_failure(failure, conclusion)
+    # The failed job's log, read once: the last lines up to its error (a finished log never changes).
+    tail = jobs.job_log_tail(failure.job_id) if failure is not None and failure.job_id else None
     explained = ("protected_branch", "stale_plan", "spec_changed")  # their own words say more
     if request.error_type == "plan_failed" and error_type not in explained:
         error_type, message = "plan_failed", f"The plan failed; nothing was applied. {message}"
@@ -565,6 +567,8 @@ def _explain_failure(pk: int, run: gh.RunState) -> None:
         data: dict[str, Any] = {"error_type": error_type, "run_id": run.run_id}
         if failure is not None:
             data |= {"step": failure.step, "title": failure.title, "job_url": failure.job_url}
+        if tail is not None:
+            data |= {"log_tail": tail.text, "log_note": tail.note}
         lifecycle.record(request, source=Source.SYSTEM, message=message, data=data)
     request.refresh_from_db()
     _notify(request, "failed")
@@ -749,9 +753,12 @@ def deployment_requests_sync(*, now: dt.datetime | None = None) -> dict[str, int
             counts["errors"] += 1
             logger.warning("sync of request %s failed: %s", request.pk, exc.message)
             run = None  # still closed when too old, or a broken lookup would hold the pod for ever
+        steps_changed = run is not None and steps.follow_run(run)
         if run and deployment_request_apply_run(request=request, run=run, source=Source.SYNC):
             counts["updated"] += 1
             request.refresh_from_db()
+        elif steps_changed:
+            steps.touch(request.pk)
         if request.is_active and now - (request.dispatched_at or request.created_at) > _stale_after(request):
             minutes = settings.RUN_STALE_AFTER_MINUTES
             reason = (

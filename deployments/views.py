@@ -12,7 +12,7 @@ from django.utils.functional import SimpleLazyObject
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from . import gh, health, inventory, live, plan, podspec, selectors, services
+from . import gh, health, inventory, live, plan, podspec, selectors, services, steps
 from .forms import DeploymentForm
 from .gh import history as gh_history
 from .models import DeploymentRequest
@@ -393,7 +393,10 @@ def _request_context(request, deployment: DeploymentRequest) -> dict[str, Any]:
     """What the request page's live part shows (the whole page and its polled fragment)."""
     events = list(selectors.request_events(deployment))
     stamp = live.RequestStamp.of(deployment, events=len(events))
+    shown = steps.listing(deployment)
+    steps_pending = steps.waiting_for_final(deployment, shown, timezone.now())
     return {
+        "steps": shown,
         **_review_actions(request.user, deployment),
         "plan": _plan_summary(deployment.plan_summary),
         "deployment": deployment,
@@ -405,7 +408,7 @@ def _request_context(request, deployment: DeploymentRequest) -> dict[str, Any]:
         "try_again": uuid.uuid4() if deployment.failed and request.user.has_perm(DEPLOY_PERMISSION) else None,
         # Made from what is shown, so a change while the page was being read is never missed.
         "live_etag": stamp.etag(viewer=request.user.pk),
-        "poll_seconds": live.poll_seconds(deployment),
+        "poll_seconds": live.poll_seconds(deployment, steps_pending=steps_pending),
     }
 
 
@@ -416,7 +419,7 @@ def _catch_up(deployment: DeploymentRequest) -> bool:
     changed = services.deployment_request_find_run(request=deployment) or changed
     if deployment.plan_run_id and deployment.plan_summary is None:
         changed = services.deployment_request_fetch_plan(request=deployment) or changed
-    return changed
+    return steps.catch_up(deployment) or changed
 
 
 @require_GET

@@ -17,7 +17,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import gh, selectors, services
+from . import gh, selectors, services, steps
 from .lifecycle import Source
 from .models import WebhookDelivery
 
@@ -66,6 +66,10 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
     if foreign:
         logger.warning("webhook %s ignored: %s (run %s)", delivery[:64], foreign, run.run_id)
         return _answer(202, f"Ignored: {foreign}.")
+    # The run changed: its steps are read now, before the change is committed, so a page that
+    # sees the change sees its steps (one conditional request per version of the run, whoever asks).
+    following = selectors.request_for_run(run)
+    steps_changed = following is not None and steps.follow_run(run)
     with transaction.atomic():
         if delivery:
             try:
@@ -79,4 +83,6 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
         changed = services.deployment_request_apply_run(
             request=request_row, run=run, source=Source.WEBHOOK, data={"delivery": delivery[:64]}
         )
+        if steps_changed and not changed:
+            steps.touch(request_row.pk)
     return _answer(200, "Request updated." if changed else "No change.")

@@ -5,18 +5,34 @@ with the two steps GitHub adds to every job ("Set up job", "Complete job"). What
 the run: queued, then in progress, then the ``RunOutcome`` the run completed with — the steps before
 the failed one succeeded, the failed one failed, the later ones were skipped; a step whose ``if:``
 is false was skipped. A run failed without a named step (a scripted conclusion) fails at
-"Terraform apply". Every job is a check run with the same id; a failed job's annotations are the
-run's ``::error`` lines followed by the runner's "Process completed with exit code 1.".
+"Terraform apply" ("Terraform plan" in a plan run). Every job is a check run with the same id; a
+failed job's annotations are the run's ``::error`` lines followed by the runner's "Process
+completed with exit code 1.".
 
 https://docs.github.com/en/rest/actions/workflow-jobs#list-jobs-for-a-workflow-run
 https://docs.github.com/en/rest/actions/workflow-jobs#list-jobs-for-a-workflow-run-attempt
 https://docs.github.com/en/rest/checks/runs#list-check-run-annotations
+
+A started job has a log: "Download job logs for a workflow run" answers ``302`` with a URL that
+"expires after 1 minute" to "a plain text file of logs for a workflow job", which needs no token.
+Its lines are GitHub's: each prefixed with a UTC timestamp, a step's lines opened by
+``##[group]Run ...`` and closed by ``##[endgroup]``, errors as ``##[error]...``, tools' colours as
+ANSI escape codes. A failed step prints its ``RunOutcome.log``, else what that step usually says
+when it fails (Terraform's error box for "Terraform apply").
+https://docs.github.com/en/rest/actions/workflow-jobs#download-job-logs-for-a-workflow-run
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import functools
+import hashlib
+import hmac
 import re
+import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +49,7 @@ if TYPE_CHECKING:
 
 # The step a run that failed without naming one fails at.
 DEFAULT_FAILED_STEP = "Terraform apply"
+PLAN_STEP = "Terraform plan"
 SET_UP, COMPLETE = "Set up job", "Complete job"
 # Job ids: run id, attempt and the job's place in the workflow, so a check run id leads back to them.
 _ATTEMPTS, _JOBS = 100, 100
@@ -221,7 +238,7 @@ def attempt_jobs(gh: FakeGitHub, run: Run, attempt: int) -> list[JobSpec]:
         return []  # the workflow could not start: no job ran
     defs = workflow_jobs()
     runnable = [_holds(d.condition, gh, run.inputs) for d in defs]
-    failing = _failing_job(defs, status, conclusion, outcome)
+    failing = _failing_job(defs, status, conclusion, outcome, lambda c: _holds(c, gh, run.inputs))
     specs = []
     for index, definition in enumerate(defs):
         spec = JobSpec(
@@ -246,12 +263,24 @@ def attempt_jobs(gh: FakeGitHub, run: Run, attempt: int) -> list[JobSpec]:
 
 
 def _failing_job(
-    defs: tuple[JobDef, ...], status: str, conclusion: str | None, outcome: RunOutcome | None
+    defs: tuple[JobDef, ...],
+    status: str,
+    conclusion: str | None,
+    outcome: RunOutcome | None,
+    holds: Callable[[str | None], bool],
 ) -> tuple[int, str] | None:
-    """(job index, step name) where a run that did not succeed stopped; None when it succeeded."""
+    """(job index, step name) where a run that did not succeed stopped; None when it succeeded.
+    A run failed without a named step stops at "Terraform apply", or at "Terraform plan" when
+    apply does not run (a plan run: its ``if:`` is false)."""
     if status != "completed" or conclusion in ("success", "neutral", "skipped", None):
         return None
-    wanted = (outcome.failed_step if outcome else None) or DEFAULT_FAILED_STEP
+    wanted = outcome.failed_step if outcome else None
+    if not wanted:
+        wanted = DEFAULT_FAILED_STEP
+        for definition in defs:
+            for step in definition.steps:
+                if step.name == DEFAULT_FAILED_STEP and not holds(step.condition):
+                    wanted = PLAN_STEP
     for index, definition in enumerate(defs):
         if any(step.name == wanted for step in definition.steps):
             return index, wanted
@@ -357,6 +386,109 @@ def find_job(gh: FakeGitHub, ident: int) -> tuple[Run, JobSpec] | None:
     return (run, jobs[index]) if index < len(jobs) else None
 
 
+# --- a job's log ---------------------------------------------------------------------------------
+
+LOG_PATH = "/_fakegithub/job-logs"
+LOG_URL_TTL = 60  # "This link expires after 1 minute."
+_LOG_KEY = secrets.token_bytes(32)
+_RED, _BOLD, _RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
+# What a step prints when it goes well (a few lines each, as the real tools do).
+_OUTPUT = {
+    "Terraform init": [
+        "Initializing the backend...",
+        f'{_BOLD}Successfully configured the backend "s3"!{_RESET}',
+        "Initializing provider plugins...",
+        '- Finding hashicorp/aws versions matching "~> 5.0"...',
+        "- Installing hashicorp/aws v5.84.0...",
+        f"{_BOLD}Terraform has been successfully initialized!{_RESET}",
+    ],
+    "Terraform plan": [
+        "aws_instance.pod: Refreshing state... [id=i-0f3c2a9d4b1e5a7c8]",
+        "Terraform will perform the following actions:",
+        "  # aws_instance.pod will be updated in-place",
+        f"{_BOLD}Plan:{_RESET} 0 to add, 1 to change, 0 to destroy.",
+    ],
+}
+
+
+def _failure_output(step: str, inputs: dict[str, str]) -> list[str]:
+    """What a step usually prints when it fails, Terraform's error box in its colours."""
+    kind = inputs.get("instance_type") or "t3.small"
+    box = f"{_RED}│{_RESET} "
+    if step == PLAN_STEP:
+        return [
+            "aws_instance.pod: Refreshing state... [id=i-0f3c2a9d4b1e5a7c8]",
+            f"{_RED}╷{_RESET}",
+            f"{box}{_BOLD}{_RED}Error: {_RESET}{_BOLD}reading EC2 Instance Type ({kind}): "
+            "operation error EC2: DescribeInstanceTypes, https response error StatusCode: 403, "
+            "api error UnauthorizedOperation: "
+            "You are not authorized to perform this operation. User: "
+            "arn:aws:sts::123456789012:assumed-role/pod-deployer/GitHubActions is not authorized to perform: "
+            f"ec2:DescribeInstanceTypes{_RESET}",
+            box,
+            f"{box}  with data.aws_ec2_instance_type.pod,",
+            f'{box}  on main.tf line 12, in data "aws_ec2_instance_type" "pod":',
+            f"{_RED}╵{_RESET}",
+        ]
+    if step.startswith("Terraform"):
+        return [
+            "aws_instance.pod: Modifying... [id=i-0f3c2a9d4b1e5a7c8]",
+            f"{_RED}╷{_RESET}",
+            f"{box}{_BOLD}{_RED}Error: {_RESET}{_BOLD}modifying EC2 Instance (i-0f3c2a9d4b1e5a7c8) type: "
+            "operation error EC2: ModifyInstanceAttribute, https response error StatusCode: 400, "
+            f"api error InsufficientInstanceCapacity: We currently do not have sufficient {kind} capacity "
+            f"in the Availability Zone you requested (eu-west-1a).{_RESET}",
+            box,
+            f"{box}  with aws_instance.pod,",
+            f'{box}  on main.tf line 42, in resource "aws_instance" "pod":',
+            f'{box}  42: resource "aws_instance" "pod" {{',
+            f"{_RED}╵{_RESET}",
+        ]
+    return [f"{step} failed."]
+
+
+def job_log(gh: FakeGitHub, run: Run, spec: JobSpec) -> str:
+    """The job's log as GitHub serves it (one line per output line, timestamped)."""
+    outcome = run.outcome if spec.attempt == run.attempt else run.past_attempts[spec.attempt].outcome
+    lines: list[tuple[float, str]] = []
+    for step in spec.steps:
+        if step.started is None or step.conclusion == "skipped":
+            continue
+        at = step.started
+        if step.name == SET_UP:
+            lines += [(at, "Current runner version: '2.321.0'"), (at, f"Runner name: '{spec.labels[0]}'")]
+            continue
+        if step.name == COMPLETE:
+            lines.append((at, "Cleaning up orphan processes"))
+            continue
+        lines.append((at, f"##[group]Run {step.name}"))
+        lines.append((at, "##[endgroup]"))
+        if step.conclusion in ("failure", "cancelled", "timed_out"):
+            printed = outcome.log if outcome and outcome.log is not None else None
+            lines += [(at, line) for line in printed or _failure_output(step.name, run.inputs)]
+            errors = [note for note in spec.annotations if note.level == "failure"]
+            lines += [(at, f"##[error]{n.title + ': ' if n.title else ''}{n.message}") for n in errors]
+        else:
+            lines += [(at, line) for line in _OUTPUT.get(step.name, [])]
+    return "".join(f"{_stamp(at)} {line}\n" for at, line in lines)
+
+
+def _stamp(at: float) -> str:
+    # GitHub's: 2024-01-22T22:44:54.1389777Z (seven decimals).
+    moment = dt.datetime.fromtimestamp(at, dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
+
+
+def _log_signature(job: int, expires: int) -> str:
+    mac = hmac.new(_LOG_KEY, f"log:{job}:{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def log_url(gh: FakeGitHub, job: int, ttl: float = LOG_URL_TTL) -> str:
+    expires = int(time.time() + ttl)
+    return f"{gh.api_url}{LOG_PATH}/{job}?urlExpires={expires}&urlSignature={_log_signature(job, expires)}"
+
+
 # --- handlers -------------------------------------------------------------------------------------
 
 
@@ -404,11 +536,42 @@ def list_annotations(gh: FakeGitHub, req: ApiRequest, check_run: str) -> Respons
     return Response(200, [shapes.annotation(gh, run, note) for note in chosen], links)
 
 
+def download_job_log(gh: FakeGitHub, req: ApiRequest, job: str) -> Response:
+    """GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs: 302 to the log (a queued job has none).
+    https://docs.github.com/en/rest/actions/workflow-jobs#download-job-logs-for-a-workflow-run"""
+    found = find_job(gh, int(job))
+    if found is None or found[1].status == "queued":
+        return error(404, "Not Found")
+    return Response(302, None, {"Location": log_url(gh, int(job))})
+
+
+def read_job_log(gh: FakeGitHub, req: ApiRequest, job: str) -> Response:
+    """The signed log URL: plain text while the signature holds, no token needed."""
+    try:
+        expires = int(req.query.get("urlExpires", ""))
+    except ValueError:
+        return Response(403, b"Signature not valid.", content_type="text/plain")
+    given = req.query.get("urlSignature", "")
+    if not hmac.compare_digest(given.encode(), _log_signature(int(job), expires).encode()):
+        return Response(403, b"Signature not valid.", content_type="text/plain")
+    if time.time() > expires:
+        return Response(403, b"The URL has expired.", content_type="text/plain")
+    found = find_job(gh, int(job))
+    if found is None:
+        return Response(404, b"Not found.", content_type="text/plain")
+    return Response(200, job_log(gh, *found).encode(), content_type="text/plain; charset=utf-8")
+
+
 _RUN = r"/repos/{repo}/actions/runs/(?P<run_id>\d+)"
 ROUTES: tuple[Route, ...] = (
     Route("GET", _RUN + "/jobs", list_jobs, permission="actions=read"),
     Route("GET", _RUN + r"/attempts/(?P<attempt>\d+)/jobs", list_attempt_jobs, permission="actions=read"),
     Route("GET", r"/repos/{repo}/actions/jobs/(?P<job>\d+)", get_job, permission="actions=read"),
+    Route(
+        "GET", r"/repos/{repo}/actions/jobs/(?P<job>\d+)/logs", download_job_log, permission="actions=read"
+    ),
+    # The log's storage is another host on GitHub: no token, not counted against the rate limit.
+    Route("GET", LOG_PATH + r"/(?P<job>\d+)", read_job_log, authenticated=False, metered=False),
     # GitHub Apps need checks: read; GitHub cannot grant it to a fine-grained personal access token.
     Route(
         "GET",

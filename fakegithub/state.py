@@ -89,6 +89,8 @@ class RunOutcome:
     conclusion: str = "success"
     failed_step: str | None = None
     annotations: list[dict[str, str]] = field(default_factory=list)
+    # What the failed step printed (its lines of the job's log); None: the emulator's usual words.
+    log: list[str] | None = None
     artifacts: dict[str, dict[str, bytes]] = field(default_factory=dict)
     retention_days: dict[str, int] = field(default_factory=dict)
 

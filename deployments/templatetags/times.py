@@ -41,3 +41,9 @@ def duration(start: dt.datetime | None, end: dt.datetime | None = None) -> str:
     if not start:
         return ""
     return spoken(((end or timezone.now()) - start).total_seconds())
+
+
+@register.filter
+def seconds(value: int | None) -> str:
+    """A number of seconds in words (a step's duration)."""
+    return "" if value is None else spoken(value)

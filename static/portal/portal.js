@@ -1,5 +1,6 @@
 // The portal's only script of its own (the Content-Security-Policy allows no inline script):
-// local times, the live regions' announcements, and focus on the first form error.
+// local times, the live regions' announcements, focus on the first form error, and the end of
+// a failed job's log in view.
 (function () {
   "use strict";
 
@@ -46,8 +47,16 @@
     if (target) target.focus();
   }
 
+  // A failed job's last log lines end with its error: show the end of the box, not its start.
+  function logTails(root) {
+    root.querySelectorAll("pre.log-tail").forEach(function (element) {
+      element.scrollTop = element.scrollHeight;
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
+    logTails(document);
     announce(document);
     focusFirstError();
   });
@@ -55,6 +64,7 @@
   document.addEventListener("htmx:afterSettle", function (event) {
     var root = event.detail.elt && event.detail.elt.isConnected ? event.detail.elt : document;
     localTimes(document);
+    logTails(document);
     announce(root === document ? document : document.body);
   });
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 import yaml
@@ -176,3 +178,65 @@ def test_unknown_run_job_and_check_run_answer_404(api):
     api("/actions/runs/1/jobs", expect=404)
     api("/actions/jobs/123", expect=404)
     api("/check-runs/123/annotations", expect=404)
+
+
+# --- a job's log: 302 to a short-lived plain-text URL, lines shaped like GitHub's ------------------
+
+
+def _job(api, run_id) -> dict:
+    [job] = api(f"/actions/runs/{run_id}/jobs").json()["jobs"]
+    return job
+
+
+def test_a_failed_jobs_log_is_a_redirect_to_timestamped_plain_text(fakegithub, api, run_id):
+    outcome = RunOutcome(
+        "failure", failed_step="Terraform plan", annotations=[{"title": "Terraform", "message": "boom"}]
+    )
+    fakegithub.complete_run(run_id, outcome=outcome)
+    job = _job(api, run_id)
+    redirect = requests.get(
+        f"{fakegithub.api_url}/repos/demo/pods/actions/jobs/{job['id']}/logs",
+        headers={"Authorization": "token test-token"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert redirect.status_code == 302
+    log = requests.get(redirect.headers["Location"], timeout=5)  # no token: the URL is signed
+    assert log.status_code == 200
+    assert log.headers["Content-Type"] == "text/plain; charset=utf-8"
+    lines = log.text.splitlines()
+    assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z ", line) for line in lines)
+    text = "\n".join(line.split(" ", 1)[1] for line in lines)
+    assert "##[group]Run Terraform plan\n##[endgroup]" in text
+    assert "\x1b[31m" in text  # Terraform's colours, as a runner records them
+    assert "##[error]Terraform: boom\n##[error]Process completed with exit code 1." in text
+    assert "Run Terraform apply" not in text  # skipped after the failure: no output
+
+
+def test_a_failed_steps_own_output_is_its_log(fakegithub, api, run_id):
+    fakegithub.complete_run(
+        run_id, outcome=RunOutcome("failure", failed_step="Terraform apply", log=["<b>x</b>"])
+    )
+    job = _job(api, run_id)
+    redirect = requests.get(
+        f"{fakegithub.api_url}/repos/demo/pods/actions/jobs/{job['id']}/logs",
+        headers={"Authorization": "token test-token"},
+        allow_redirects=False,
+        timeout=5,
+    )
+    assert requests.get(redirect.headers["Location"], timeout=5).text.count("Z <b>x</b>\n") == 1
+
+
+def test_a_queued_job_has_no_log_and_a_bad_or_expired_signature_is_refused(fakegithub, api, run_id):
+    from fakegithub import jobs
+
+    job = _job(api, run_id)
+    headers = {"Authorization": "token test-token"}
+    url = f"{fakegithub.api_url}/repos/demo/pods/actions/jobs/{job['id']}/logs"
+    assert requests.get(url, headers=headers, allow_redirects=False, timeout=5).status_code == 404
+    fakegithub.complete_run(run_id)
+    assert requests.get(url, allow_redirects=False, timeout=5).status_code == 401  # the API needs a token
+    expired = jobs.log_url(fakegithub, job["id"], ttl=-1)
+    assert requests.get(expired, timeout=5).status_code == 403
+    forged = jobs.log_url(fakegithub, job["id"]).replace("urlSignature=", "urlSignature=x")
+    assert requests.get(forged, timeout=5).status_code == 403

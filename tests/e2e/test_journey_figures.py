@@ -1,0 +1,127 @@
+"""Figures for the record, printed with ``-s``: the operator's journey from the pods page to the
+run's link (clicks and seconds, at desktop size), and axe-core's violations by impact on each page
+of the portal now. The test also holds them to what the portal promises: the journey ends on the
+request page with "Run #N ↗" in at most 4 clicks and 1 field change (3 today: Edit, Preview,
+Deploy), and no page has a serious or critical violation.
+
+    .venv/bin/python -m pytest tests/e2e/test_journey_figures.py -s -p no:randomly
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.e2e.conftest import SCREENSHOTS, log_in
+from tests.e2e.test_live_and_accessible import (  # noqa: F401 (axe_source is a fixture)
+    DESKTOP,
+    RUN_AXE,
+    axe_source,
+    deploy_button,
+    open_runs,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def impacts(page, axe_source: str) -> dict[str, int]:  # noqa: F811
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source)
+    found = page.evaluate(RUN_AXE)
+    return dict(Counter(v["impact"] or "none" for v in found))
+
+
+def test_journey_from_the_pods_page_to_the_run_link_and_axe_counts(browser, portal, axe_source):  # noqa: F811
+    context = browser.new_context(base_url=portal.url, viewport=DESKTOP)
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        page.goto("/accounts/login/")
+        counts["login"] = impacts(page, axe_source)
+        log_in(page, "dana")
+        portal.github.queued_for = 600  # the run stays active until the test completes it
+
+        # The journey, timed from the pods page being shown to the run's link being shown.
+        page.goto("/")
+        expect(page.locator("h1")).to_be_visible()
+        clicks, changes = 0, 0
+        started = time.perf_counter()
+        page.get_by_role("link", name="Edit initech/prod").click()
+        clicks += 1
+        page.select_option("#id_instance_type", "m5.large")
+        changes += 1
+        page.get_by_role("button", name="Preview").click()
+        clicks += 1
+        expect(page.locator("h1")).to_have_text("Preview: update initech/prod")
+        deploy_button(page, "initech/prod").click()
+        clicks += 1
+        run_link = page.locator("#run-link")
+        expect(run_link).to_have_text(re.compile(r"^Run #\d+ ↗"))
+        seconds = time.perf_counter() - started
+        request_url = page.url
+
+        counts["request-active"] = impacts(page, axe_source)
+        [run_id] = open_runs(portal.github)
+        portal.github.complete_run(run_id)
+        expect(page.locator("h1")).to_have_text(
+            re.compile(r"^(Plan ready for review|Waiting for approval|Deployment finished): initech/prod$"),
+            timeout=20_000,
+        )
+        expect(page.locator("#steps")).to_be_visible()
+        counts["request-finished"] = impacts(page, axe_source)
+        for name, path in (
+            ("pods", "/"),
+            ("search", "/?q=acme"),
+            ("pod", "/pods/acme/prod/"),
+            ("edit", "/pods/acme/prod/edit/"),
+            ("new", "/pods/new/"),
+            ("history", "/requests/"),
+        ):
+            page.goto(path)
+            counts[name] = impacts(page, axe_source)
+        page.goto("/pods/new/")
+        page.fill("#id_customer", "hooli")
+        page.fill("#id_environment", "qa")
+        page.fill("#id_instance_name", "Bad_Name")
+        page.get_by_role("button", name="Preview").click()
+        expect(page.locator(".error-summary")).to_be_visible()
+        counts["validation-error"] = impacts(page, axe_source)
+        page.goto("/pods/acme/staging/edit/")
+        page.select_option("#id_instance_type", "m5.large")
+        page.get_by_role("button", name="Preview").click()
+        counts["preview"] = impacts(page, axe_source)
+        page.goto(request_url)
+        counts["request-again"] = impacts(page, axe_source)
+    finally:
+        portal.github.queued_for = 1.0
+        for run_id in open_runs(portal.github):
+            portal.github.complete_run(run_id)
+        context.close()
+
+    figures = {
+        "journey": {
+            "clicks": clicks,
+            "field_changes": changes,
+            "seconds": round(seconds, 2),
+            "viewport": DESKTOP,
+        },
+        "axe_violations_by_impact": counts,
+    }
+    SCREENSHOTS.mkdir(exist_ok=True)
+    (SCREENSHOTS / "journey-figures.json").write_text(json.dumps(figures, indent=1, sort_keys=True))
+    print("\njourney: pods page → Edit → change a field → Preview → Deploy → “Run #N ↗”:")
+    print(
+        f"  {clicks} clicks + {changes} field change, {seconds:.2f} s "
+        f"at {DESKTOP['width']}×{DESKTOP['height']}"
+    )
+    print("axe-core violations by impact:")
+    for name, found in counts.items():
+        print(f"  {name:18} {json.dumps(found, sort_keys=True) if found else 'none'}")
+    assert clicks <= 4 and changes == 1
+    assert all(not found.get("serious") and not found.get("critical") for found in counts.values()), counts
