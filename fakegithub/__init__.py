@@ -57,6 +57,11 @@ Control API (all thread-safe):
   pytest plugin knows the portal: its ``deploy_pod`` is deploy-pod.yml (plan, apply or deploy:
   render spec.yml with ``deployments.podspec``, plan with ``fakegithub.terraform_model``, commit),
   used by the fixture, the sandbox, e2e tests and the bench.
+* GraphQL (``fakegithub.graphql``): ``POST /graphql`` (``/api/graphql`` under a GHES prefix) runs
+  queries of ``repository { object(oid:|expression:) { ... on Blob { text isTruncated ... } } }``
+  (aliases, fragments, variables) with graphql-core; its own rate limit,
+  ``state.graphql_remaining`` (1 point a query); errors shaped as GitHub's (NOT_FOUND, FORBIDDEN,
+  RATE_LIMITED).
 * ``reset()``: back to the constructor's state (run ids keep increasing across resets).
 """
 
