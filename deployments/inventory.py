@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 
 from . import gh, podspec
 
@@ -290,7 +291,8 @@ def _graphql_texts(missing: list[str], texts: dict[str, str]) -> list[str]:
                 len(missing) - start,
             )
             break
-        cache.set_many({f"blob:{sha}": text for sha, text in found.items()}, timeout=None)
+        with transaction.atomic():  # one commit for the batch, not one per blob (the database cache)
+            cache.set_many({f"blob:{sha}": text for sha, text in found.items()}, timeout=None)
         texts.update(found)
     left = [sha for sha in missing if sha not in texts]
     if left:
