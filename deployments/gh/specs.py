@@ -268,7 +268,7 @@ def _graphql_errors(data: object) -> str:
         return "the answer is not shaped as GitHub's schema says."
     first = errors[0] if isinstance(errors[0], dict) else {}
     kind, message = first.get("type"), first.get("message")
-    said = " ".join(str(part) for part in (kind, message) if isinstance(part, str) and part)
+    said = " ".join(" ".join(part.split()) for part in (kind, message) if isinstance(part, str) and part)
     return (said[:200] or "an error") + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
 
 

@@ -87,7 +87,10 @@ def test_cold_listing_costs_two_tree_calls_and_one_graphql_query(gh, db):
         ("POST", "graphql", {}),
     ]
     assert graphql_oids(gh.requests[2]) == specs  # every spec, named once, in one query
-    assert gh.rate_limit["resources"]["core"]["used"] == 2  # the GraphQL query spends its own limit
+    # The GraphQL query spends a point of its own limit, and the portal keeps going by the REST one's.
+    assert gh.rate_limit["resources"]["core"]["used"] == 2
+    assert gh.rate_limit["resources"]["graphql"]["used"] == 1
+    assert portal_gh.rate_limit_remaining() == gh.rate_limit["resources"]["core"]["remaining"]
 
 
 def test_cold_listing_without_graphql_costs_two_tree_calls_and_one_call_per_blob(gh, db, settings):
