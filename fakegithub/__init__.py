@@ -64,6 +64,11 @@ Control API (all thread-safe):
   client_id)``. The web flow (``/login/oauth/authorize``, ``/login/oauth/access_token``) is
   served at the root, beside the API prefix; a user access token then calls ``/user``,
   ``/user/emails``, ``/user/teams`` and the organization membership checks.
+* GraphQL (``fakegithub.graphql``): ``POST /graphql`` (``/api/graphql`` under a GHES prefix) runs
+  queries of ``repository { object(oid:|expression:) { ... on Blob { text isTruncated ... } } }``
+  (aliases, fragments, variables) with graphql-core; its own rate limit,
+  ``state.graphql_remaining`` (1 point a query); errors shaped as GitHub's (NOT_FOUND, FORBIDDEN,
+  RATE_LIMITED).
 * ``reset()``: back to the constructor's state (run ids keep increasing across resets).
 """
 

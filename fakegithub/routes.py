@@ -402,10 +402,10 @@ ROUTES = (
 @cache
 def _compiled(repo: str) -> tuple[tuple[Route, re.Pattern], ...]:
     # The routes of runs' jobs, artifacts and commits live in their own modules (they import this one).
-    from fakegithub import artifacts, commits, jobs, oauth
+    from fakegithub import artifacts, commits, graphql, jobs, oauth
 
     owner_name = f"(?i:{re.escape(repo)})"  # owner/name match case-insensitively, as on GitHub
-    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES, *commits.ROUTES, *oauth.ROUTES)
+    routes = (*ROUTES, *jobs.ROUTES, *artifacts.ROUTES, *commits.ROUTES, *oauth.ROUTES, *graphql.ROUTES)
     return tuple((route, re.compile(route.pattern.replace("{repo}", owner_name))) for route in routes)
 
 
@@ -462,8 +462,15 @@ def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], ra
 def _api_path(gh: FakeGitHub, path: str) -> str | None:
     if not gh.api_prefix:
         return path
+    # GHES serves GraphQL at /api/graphql beside the REST API's /api/v3 ("The GraphQL API has a
+    # single endpoint: http(s)://HOSTNAME/api/graphql"; PyGithub's graphql_url drops the "/v3"):
+    # routed as "/graphql", while /api/v3/graphql is no endpoint (404).
+    # https://docs.github.com/en/enterprise-server@3.11/graphql/guides/forming-calls-with-graphql
+    if path == gh.api_prefix.removesuffix("/v3") + "/graphql":
+        return "/graphql"
     if path == gh.api_prefix or path.startswith(gh.api_prefix + "/"):
-        return path[len(gh.api_prefix) :] or "/"
+        rest = path[len(gh.api_prefix) :] or "/"
+        return "/v3/graphql" if rest == "/graphql" else rest
     return None
 
 
@@ -685,7 +692,8 @@ def _finish(gh: FakeGitHub, req: ApiRequest, response: Response, spend: bool) ->
         if gh.state.rate_remaining <= 0:
             return _rate_limited(gh, {k: v for k, v in response.headers.items() if k.startswith("x-")})
         gh.state.rate_remaining -= 1
-    response.headers.update(_rate_headers(gh))
+    if response.headers.get("x-ratelimit-resource") != "graphql":  # a GraphQL answer has its own
+        response.headers.update(_rate_headers(gh))
     if encoded is not None:
         response.body = encoded
     return response

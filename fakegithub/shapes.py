@@ -427,7 +427,12 @@ def rate_overview(state: State) -> dict:
     return {
         "resources": {
             "core": core,
-            "graphql": {"limit": 5000, "remaining": 5000, "reset": state.rate_reset, "used": 0},
+            "graphql": {
+                "limit": 5000,
+                "remaining": state.graphql_remaining,
+                "reset": state.rate_reset,
+                "used": 5000 - state.graphql_remaining,
+            },
             "search": {"limit": 30, "remaining": 30, "reset": state.rate_reset, "used": 0},
         },
         "rate": dict(core),

@@ -155,6 +155,8 @@ class State:
             self.rate_limit = DEFAULT_RATE_LIMIT
             self.rate_remaining = DEFAULT_RATE_LIMIT
             self.rate_reset = int(time.time()) + 3600
+            # Points left in the GraphQL API's own rate limit (fakegithub.graphql).
+            self.graphql_remaining = 5000
 
     # --- git ----------------------------------------------------------------------------------
 

@@ -235,6 +235,10 @@ INVENTORY_FRESH_SECONDS = env.int("INVENTORY_FRESH_SECONDS", default=5)
 # A cold pod listing stops reading specs while fewer requests than this are left in GitHub's
 # rate limit, keeping them for dispatches and run syncs; the rest is read on a later view.
 INVENTORY_RATE_LIMIT_RESERVE = env.int("INVENTORY_RATE_LIMIT_RESERVE", default=200)
+# A cold (or much changed) pod listing reads the new specs' text in bulk through GitHub's GraphQL
+# API, ~1,000 blobs a query, instead of one REST call each; false: one REST call per spec (README
+# "Performance"). A failed GraphQL answer falls back to the REST calls by itself.
+INVENTORY_GRAPHQL = env.bool("INVENTORY_GRAPHQL", default=True)
 # How old /health's GitHub report may get before a background probe refreshes it (one per period).
 HEALTH_CACHE_SECONDS = env.int("HEALTH_CACHE_SECONDS", default=30)
 # A monitor presenting "Authorization: Bearer <HEALTH_TOKEN>" sees /health's details (empty: login only).

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import json
+import re
 import threading
 import uuid
 from collections import deque
@@ -14,6 +15,7 @@ from django.test import Client
 from deployments import lifecycle, podspec, services
 from deployments.lifecycle import Source, Status
 from deployments.models import DeploymentRequest
+from fakegithub._git import blob_sha
 
 EDIT_ACME_PROD = {
     "customer": "acme",
@@ -172,3 +174,17 @@ def make_user(
     if approver:
         user.groups.add(approvers_group())
     return user
+
+
+def spec_blobs(gh) -> dict[str, str]:
+    """Each spec.yml under pods/ in the emulator's head, with its blob SHA."""
+    return {
+        path: blob_sha(data)
+        for path, data in gh.state.head_files().items()
+        if path.startswith("pods/") and path.endswith("/spec.yml")
+    }
+
+
+def graphql_oids(request) -> list[str]:
+    """The blob ids a recorded GraphQL request asked for (its ``object(oid: "...")`` aliases)."""
+    return re.findall(r'object\(oid: "([0-9a-f]+)"\)', request.json["query"])

@@ -32,11 +32,20 @@ from .runs import (
     is_run_url,
     run_state_from_payload,
 )
-from .specs import SpecTree, TreeEntry, get_blob_text, get_spec_tree, rate_limit_remaining
+from .specs import (
+    GRAPHQL_BATCH,
+    SpecTree,
+    TreeEntry,
+    get_blob_text,
+    get_blob_texts,
+    get_spec_tree,
+    rate_limit_remaining,
+)
 
 reset = state.reset
 
 __all__ = [
+    "GRAPHQL_BATCH",
     "DispatchResult",
     "GitHubAPIError",
     "GitHubAuthError",
@@ -56,6 +65,7 @@ __all__ = [
     "find_run",
     "foreign_run_reason",
     "get_blob_text",
+    "get_blob_texts",
     "get_run",
     "get_spec_tree",
     "health_probe",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,22 @@ from .errors import GitHubAPIError
 
 # Parallel sub-tree listings when GitHub truncates the SPECS_PATH tree (see _specs_under).
 TREE_WALK_WORKERS = 8
+
+# Blobs named in one GraphQL query (get_blob_texts). The query uses no connection, so whatever
+# the number of blobs it costs 1 point of the GraphQL rate limit ("The minimum point value of a
+# call to the GraphQL API is 1"; 5,000 points an hour for a token, separate from the REST
+# limit) and 1 point of the secondary limit (2,000 a minute for GraphQL), and the 500,000-node
+# limit (which counts connection nodes) does not apply. GitHub ends a query after 10 seconds
+# (502 or 504) and may end one "requesting thousands of objects" with partial results and an
+# error: specs are read only when their tree entry says at most MAX_SPEC_BYTES (4 KiB), so a
+# batch is at most ~4 MB of text.
+# https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api
+GRAPHQL_BATCH = 1000
+
+# What is asked of each blob. Blob.text is "UTF8 text data or null if the Blob is binary", and
+# isTruncated flags a text cut short (at 512,000 bytes, as sveltia/sveltia-cms#950 measured).
+# https://docs.github.com/en/graphql/reference/objects#blob
+_BLOB_FRAGMENT = "fragment spec on Blob { oid byteSize isBinary isTruncated text }"
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,85 @@ def get_blob_text(sha: str) -> str:
         return base64.b64decode(content, validate=False).decode("utf-8", errors="replace")
     except ValueError:
         raise GitHubAPIError(f"GitHub's answer for blob {sha} is not valid base64.") from None
+
+
+def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
+    """The texts of blobs ``shas`` (at most GRAPHQL_BATCH), read in one GraphQL query.
+
+    ``POST /graphql`` (``/api/graphql`` on GHES: PyGithub's ``graphql_url``) with one aliased
+    ``object(oid:)`` per blob. Left out of the answer, for the caller to read one by one: a blob
+    GitHub says is binary or truncated, one its answer did not include (an error on that alias,
+    partial results), and one whose text does not hash to its SHA (GitHub's answer is checked,
+    not trusted). Raises GitHubError when the query as a whole failed: an HTTP error or timeout,
+    an ``errors`` array with no repository data, or an answer not shaped as GitHub's schema says.
+    """
+    for sha in shas:
+        if not _SHA_RE.fullmatch(sha):
+            raise ValueError(f"not a git object id: {sha!r}")
+    if not shas:
+        return {}
+    owner, _, name = settings.GH_REPO.partition("/")
+    aliases = " ".join(f'b{i}: object(oid: "{sha}") {{ ...spec }}' for i, sha in enumerate(shas))
+    query = (
+        "query($owner: String!, $name: String!) { repository(owner: $owner, name: $name) "
+        f"{{ {aliases} }} }} {_BLOB_FRAGMENT}"
+    )
+    requester = state.client(writes=False).requester
+
+    def post() -> object:
+        core = requester.rate_limiting, requester.rate_limiting_resettime
+        status, headers, body = requester.requestJson(
+            "POST", requester.graphql_url, input={"query": query, "variables": {"owner": owner, "name": name}}
+        )
+        if {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-resource") == "graphql":
+            # The answer's x-ratelimit-* are the GraphQL limit's ("For GraphQL requests, this will
+            # always be graphql"): keep the REST limit's figures, which the per-spec reads and
+            # INVENTORY_RATE_LIMIT_RESERVE go by.
+            requester.rate_limiting, requester.rate_limiting_resettime = core
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:  # e.g. a proxy's HTML error page
+            data = None
+        if status >= 400:
+            message = data if isinstance(data, dict) else {"message": f"non-JSON answer (HTTP {status})"}
+            raise requester.createException(status, headers, message)
+        return data
+
+    data = _call(post, not_found=f"GitHub's GraphQL API was not found at {requester.graphql_url}.")
+    found = data.get("data") if isinstance(data, dict) else None
+    repository = found.get("repository") if isinstance(found, dict) else None
+    if not isinstance(repository, dict):
+        raise GitHubAPIError(f"GitHub's GraphQL API did not return the specs: {_graphql_errors(data)}")
+    texts = {}
+    for index, sha in enumerate(shas):
+        blob = repository.get(f"b{index}")
+        if not isinstance(blob, dict) or blob.get("oid") != sha or blob.get("isTruncated") is not False:
+            continue
+        text = blob.get("text")
+        if isinstance(text, str) and _blob_id(text, sha) == sha:
+            texts[sha] = text
+    return texts
+
+
+def _blob_id(text: str, like: str) -> str | None:
+    """The git object id of a blob holding ``text`` in UTF-8 (SHA-1, or SHA-256 like ``like``)."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: not what the blob holds
+        return None
+    digest = hashlib.sha1 if len(like) == 40 else hashlib.sha256
+    return digest(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _graphql_errors(data: object) -> str:
+    """What a GraphQL answer's ``errors`` say, briefly (GitHub's words, untrusted: shortened)."""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(errors, list) or not errors:
+        return "the answer is not shaped as GitHub's schema says."
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    kind, message = first.get("type"), first.get("message")
+    said = " ".join(" ".join(part.split()) for part in (kind, message) if isinstance(part, str) and part)
+    return (said[:200] or "an error") + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
 
 
 def rate_limit_remaining() -> int | None:

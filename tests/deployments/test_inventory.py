@@ -7,7 +7,7 @@ from pytest_django.asserts import assertContains
 
 from deployments import gh as portal_gh
 from deployments import inventory, podspec
-from tests.helpers import put_pods
+from tests.helpers import graphql_oids, put_pods, spec_blobs
 
 
 def lose_listing():
@@ -76,14 +76,28 @@ def test_spec_under_the_wrong_directory_is_marked_invalid(gh, db):
     assert pod.error == "spec says acme/prod but lives under acme/dev"
 
 
-def test_cold_listing_costs_two_tree_calls_and_one_call_per_blob(gh, db):
+def test_cold_listing_costs_two_tree_calls_and_one_graphql_query(gh, db):
     gh.clear_requests()
     pods = inventory.list_pods()
     assert len(pods) == 6
-    assert [(r.path.rsplit("/", 1)[-1], r.query) for r in gh.requests[:2]] == [
-        ("main", {}),
-        (gh.state.snapshots[gh.head_sha].dirs["pods"], {"recursive": "1"}),
+    specs = sorted(blob for path, blob in spec_blobs(gh).items())
+    assert [(r.method, r.path.rsplit("/", 1)[-1], r.query) for r in gh.requests] == [
+        ("GET", "main", {}),
+        ("GET", gh.state.snapshots[gh.head_sha].dirs["pods"], {"recursive": "1"}),
+        ("POST", "graphql", {}),
     ]
+    assert graphql_oids(gh.requests[2]) == specs  # every spec, named once, in one query
+    # The GraphQL query spends a point of its own limit, and the portal keeps going by the REST one's.
+    assert gh.rate_limit["resources"]["core"]["used"] == 2
+    assert gh.rate_limit["resources"]["graphql"]["used"] == 1
+    assert portal_gh.rate_limit_remaining() == gh.rate_limit["resources"]["core"]["remaining"]
+
+
+def test_cold_listing_without_graphql_costs_two_tree_calls_and_one_call_per_blob(gh, db, settings):
+    settings.INVENTORY_GRAPHQL = False
+    gh.clear_requests()
+    pods = inventory.list_pods()
+    assert len(pods) == 6
     assert gh.count("GET", r"/git/trees/") == 2
     assert gh.count("GET", r"/git/blobs/") == 6
     assert gh.count() == 8
@@ -108,7 +122,9 @@ def test_one_changed_spec_costs_the_two_trees_and_that_one_blob(gh, db):
     pod = inventory.get_pod("acme", "prod")
     assert pod.spec.instance_type == "t3.large"
     assert gh.count() == 3
-    assert gh.count("GET", r"/git/blobs/") == 1
+    assert gh.count("GET", r"/git/trees/") == 2
+    [query] = [r for r in gh.requests if r.method == "POST"]
+    assert graphql_oids(query) == [spec_blobs(gh)["pods/acme/prod/spec.yml"]]  # only the changed one
 
 
 def test_blobs_are_shared_through_the_cache_when_the_listing_is_lost(gh, db):

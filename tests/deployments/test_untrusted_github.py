@@ -9,7 +9,7 @@ import pytest
 from pytest_django.asserts import assertContains, assertNotContains
 
 from deployments.models import DeploymentRequest
-from tests.helpers import EDIT_ACME_PROD, form, post_event, put_pods, replay
+from tests.helpers import EDIT_ACME_PROD, form, graphql_oids, post_event, put_pods, replay
 
 
 def blob_sha(text: str) -> str:
@@ -34,6 +34,7 @@ def test_an_oversize_spec_is_an_invalid_row_and_never_downloaded(gh, viewer_clie
     assert pods["big/prod"].spec is None and "larger than" in pods["big/prod"].error
     assert pods["acme/prod"].spec is not None  # every other pod keeps working
     assert blob_sha(text) not in blob_gets(gh)
+    assert not [r for r in gh.requests if r.method == "POST" and blob_sha(text) in graphql_oids(r)]
     assertContains(response, "invalid spec")
 
 
@@ -48,7 +49,8 @@ def test_an_oversize_spec_can_be_replaced_from_its_edit_page_with_a_bounded_diff
     assert DeploymentRequest.objects.get().spec_before == ""
 
 
-def test_blobs_fetched_before_a_failure_are_kept(gh, viewer_client):
+def test_blobs_fetched_before_a_failure_are_kept(gh, viewer_client, settings):
+    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
     customers = put_pods(gh, 12)
     failing = blob_sha(gh.files[f"pods/{customers[5]}/prod/spec.yml"])
     gh.add_fault("GET", rf"/git/blobs/{failing}$", status=502, body={"message": "Server Error"})
@@ -65,6 +67,7 @@ def test_blobs_fetched_before_a_failure_are_kept(gh, viewer_client):
 
 
 def test_a_cold_listing_keeps_a_reserve_of_the_rate_limit_and_finishes_later(gh, deployer_client, settings):
+    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
     settings.INVENTORY_RATE_LIMIT_RESERVE = 100
     put_pods(gh, 40)
     gh.set_rate_limit(remaining=130)
@@ -220,14 +223,16 @@ def test_the_emulators_own_deliveries_still_complete_the_request(gh, client, dep
 @pytest.mark.parametrize(
     "body", [{"content": 5, "encoding": "base64"}, {"content": "@@@not base64", "encoding": "base64"}, [1, 2]]
 )
-def test_a_malformed_blob_answer_is_a_github_error_page_not_a_crash(gh, viewer_client, body):
+def test_a_malformed_blob_answer_is_a_github_error_page_not_a_crash(gh, viewer_client, body, settings):
+    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
     gh.add_fault("GET", r"/git/blobs/", status=200, body=body)
     response = viewer_client.get("/")
     assert response.status_code == 503
     assert response.context["error_type"] == "api_error"
 
 
-def test_a_blob_larger_than_its_tree_entry_said_is_not_kept(gh, deployer_client):
+def test_a_blob_larger_than_its_tree_entry_said_is_not_kept(gh, deployer_client, settings):
+    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
     import base64
 
     big = base64.b64encode(("# " + "w" * 2_000_000 + "\n").encode()).decode()

@@ -215,7 +215,10 @@ def test_ghes_lists_pods_through_api_v3(ghes, viewer_client):
     assert response.status_code == 200
     assert "acme-prod-web" in response.content.decode()
     assert repo_calls(ghes)
-    assert all(r.path.startswith("/api/v3/") for r in ghes.requests)
+    # REST under /api/v3; the specs' text in one GraphQL query at GHES's /api/graphql.
+    assert all(r.path.startswith("/api/v3/") for r in ghes.requests if r.method == "GET")
+    assert [(r.path, r.status) for r in ghes.requests if r.method == "POST"] == [("/api/graphql", 200)]
+    assert not [r for r in ghes.requests if "/git/blobs/" in r.path]
 
 
 def test_ghes_deploy_finds_the_run_by_its_name_and_links_the_ghes_host(ghes, deployer_client):

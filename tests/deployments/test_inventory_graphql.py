@@ -1,0 +1,150 @@
+"""The cold listing's bulk read through GitHub's GraphQL API (issue 18), and its fallback to one
+REST call per spec when GraphQL fails, answers malformed data or leaves a blob out."""
+
+import logging
+
+import pytest
+from django.core.cache import cache
+
+import fakegithub.graphql
+from deployments import inventory
+from tests.helpers import graphql_oids, put_pods, spec_blobs
+
+GRAPHQL = r"/graphql$"
+
+
+def listing_without_graphql(settings) -> list[tuple]:
+    """The pods as the per-spec REST path lists them, from a cold cache (the reference)."""
+    settings.INVENTORY_GRAPHQL = False
+    cache.clear()
+    inventory._memo.clear()
+    pods = [astuple(pod) for pod in inventory.list_pods()]
+    settings.INVENTORY_GRAPHQL = True
+    cache.clear()
+    inventory._memo.clear()
+    return pods
+
+
+def astuple(pod) -> tuple:
+    return (pod.key, pod.path, pod.sha, pod.text, pod.spec, pod.error, pod.loaded)
+
+
+def blob_gets(gh) -> list[str]:
+    return [r.path.rsplit("/", 1)[1] for r in gh.requests if r.method == "GET" and "/git/blobs/" in r.path]
+
+
+def test_cold_listing_of_many_pods_is_three_requests_with_the_per_spec_result(gh, db, settings):
+    put_pods(gh, 150)
+    reference = listing_without_graphql(settings)
+    gh.clear_requests()
+    pods = [astuple(pod) for pod in inventory.list_pods()]
+    assert pods == reference and len(pods) == 156
+    assert [(r.method, r.status) for r in gh.requests] == [("GET", 200), ("GET", 200), ("POST", 200)]
+    assert sorted(graphql_oids(gh.requests[2])) == sorted(spec_blobs(gh).values())
+    assert gh.rate_limit["resources"]["core"]["used"] == 2 + 2 + 156  # the reference's, then 2
+
+
+def test_more_specs_than_a_batch_take_one_query_per_batch(gh, db, monkeypatch):
+    monkeypatch.setattr(inventory.gh, "GRAPHQL_BATCH", 4)
+    gh.clear_requests()
+    assert len(inventory.list_pods()) == 6
+    queries = [graphql_oids(r) for r in gh.requests if r.method == "POST"]
+    assert [len(q) for q in queries] == [4, 2]
+    assert sorted(queries[0] + queries[1]) == sorted(spec_blobs(gh).values())
+    assert blob_gets(gh) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (502, {"message": "We couldn't respond to your request in time. Sorry about that."}),  # the 10 s cap
+        (504, None),
+        (401, {"message": "Bad credentials"}),
+        (200, {"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded for user ID 1."}]}),
+        (200, {"data": None, "errors": [{"type": "FORBIDDEN", "message": "Resource not accessible"}]}),
+        (200, {"data": {"repository": None}, "errors": "not a list"}),
+        (200, [1, 2]),
+        (200, {"data": "repository"}),
+        (200, b"<html>proxy error</html>"),
+    ],
+    ids=[
+        "timeout-502",
+        "504",
+        "401",
+        "rate-limited",
+        "forbidden",
+        "no-repository",
+        "list",
+        "data-str",
+        "html",
+    ],
+)
+def test_a_failed_graphql_query_falls_back_to_one_call_per_spec(gh, db, settings, caplog, status, body):
+    reference = listing_without_graphql(settings)
+    gh.add_fault("POST", GRAPHQL, status=status, body=body)
+    gh.clear_requests()
+    with caplog.at_level(logging.WARNING, logger="deployments.inventory"):
+        pods = [astuple(pod) for pod in inventory.list_pods()]
+    assert pods == reference
+    assert gh.count("POST", GRAPHQL) == 1  # tried once, not retried
+    assert sorted(blob_gets(gh)) == sorted(spec_blobs(gh).values())
+    [warning] = [r.getMessage() for r in caplog.records if "GraphQL API failed" in r.getMessage()]
+    assert "reading 6 specs one by one" in warning
+
+
+def test_blobs_graphql_did_not_return_whole_are_read_one_by_one(gh, db, settings, caplog):
+    """Partial results (an error beside the data), a text that does not hash to its id, a
+    truncated text, an answer about another object: only those are read again."""
+    reference = listing_without_graphql(settings)
+    shas = sorted(spec_blobs(gh).values())
+    texts = {sha: text for sha, text in ((s, _text_of(gh, s)) for s in shas)}
+
+    def blob(sha: str, **changes) -> dict:
+        return {"oid": sha, "byteSize": len(texts[sha]), "isBinary": False, "isTruncated": False,
+                "text": texts[sha], **changes}  # fmt: skip
+
+    answer = {
+        "b0": blob(shas[0]),
+        "b1": None,  # partial results: left out, with an error below
+        "b2": blob(shas[2], text="customer: evil\n"),  # not what the blob holds
+        "b3": blob(shas[3], isTruncated=True),
+        "b4": blob(shas[0]),  # about another blob
+        "b5": blob(shas[5], text=5),
+    }
+    body = {"data": {"repository": answer}, "errors": [{"type": "TIMEOUT", "path": ["repository", "b1"],
+            "message": "resource limits exceeded"}]}  # fmt: skip
+    gh.add_fault("POST", GRAPHQL, status=200, body=body)
+    gh.clear_requests()
+    with caplog.at_level(logging.WARNING, logger="deployments.inventory"):
+        pods = [astuple(pod) for pod in inventory.list_pods()]
+    assert pods == reference
+    assert sorted(blob_gets(gh)) == shas[1:]
+    assert any("5 of 6 specs not read through GitHub's GraphQL API" in r.getMessage() for r in caplog.records)
+
+
+def test_truncated_texts_from_the_emulator_fall_back(gh, db, settings, monkeypatch):
+    reference = listing_without_graphql(settings)
+    monkeypatch.setattr(fakegithub.graphql, "TEXT_LIMIT", 10)  # every spec is longer
+    gh.clear_requests()
+    assert [astuple(pod) for pod in inventory.list_pods()] == reference
+    assert gh.count("POST", GRAPHQL) == 1
+    assert sorted(blob_gets(gh)) == sorted(spec_blobs(gh).values())
+
+
+def test_binary_and_oversize_specs_get_the_same_error_as_without_graphql(gh, db, settings):
+    gh.put_file("pods/bin/prod/spec.yml", b"customer: bin\n\x00\x01\x02\xff\xfe binary\n")
+    gh.put_file("pods/big/prod/spec.yml", "customer: big\n# " + "x" * 5000 + "\n")
+    reference = {pod[0]: pod for pod in listing_without_graphql(settings)}
+    gh.clear_requests()
+    pods = {pod.key: astuple(pod) for pod in inventory.list_pods()}
+    assert pods == reference
+    assert pods["bin/prod"][5] and pods["big/prod"][5].startswith("spec.yml is larger than")
+    blobs = spec_blobs(gh)
+    # GraphQL said the binary one has no text: read by REST as before; the large one: never read.
+    assert blob_gets(gh) == [blobs["pods/bin/prod/spec.yml"]]
+    [query] = [graphql_oids(r) for r in gh.requests if r.method == "POST"]
+    assert blobs["pods/big/prod/spec.yml"] not in query and len(query) == 7
+
+
+def _text_of(gh, sha: str) -> str:
+    return gh.state.store.blobs[sha].decode()
