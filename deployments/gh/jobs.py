@@ -229,7 +229,8 @@ def _seconds(item: dict[str, Any]) -> int | None:
         start, end = _parse_time(item.get("started_at")), _parse_time(item.get("completed_at"))
     except (TypeError, ValueError):
         return None
-    if start is None or end is None or end < start:
+    # A time without its zone (GitHub's are UTC, with a Z) cannot be compared with one with it.
+    if start is None or end is None or start.tzinfo is None or end.tzinfo is None or end < start:
         return None
     return int((end - start).total_seconds())
 

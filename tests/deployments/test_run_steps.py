@@ -261,3 +261,30 @@ def test_steps_read_by_the_sync_without_a_status_change_give_the_poll_a_new_etag
     assert poll.status_code == 200
     assert poll.headers["ETag"] != etag
     assertContains(poll, '<span class="step-name">Check out</span> <span class="step-state">running')
+
+
+# --- GitHub's answers are untrusted ----------------------------------------------------------------
+
+
+def test_a_job_listing_with_times_without_their_zone_is_shown_without_durations(gh, deployer_client):
+    request = deploy(deployer_client)
+    when = {"started_at": "2024-01-01T00:00:00", "completed_at": "2024-01-01T00:00:05Z"}
+    step = {"name": "Terraform apply", "status": "completed", "conclusion": "success", **when}
+    job = {"id": 7, "name": "deploy", "status": "completed", "conclusion": "success", **when, "steps": [step]}
+    gh.add_fault("GET", JOBS, status=200, body={"total_count": 1, "jobs": [job]})
+    gh.advance_run(request.run_id)
+    assert set(deliver(deployer_client, gh)) == {200}
+    page = deployer_client.get(f"/requests/{request.pk}/")
+    assertContains(
+        page, '<span class="step-name">Terraform apply</span> <span class="step-state">succeeded</span>'
+    )
+
+
+def test_a_304_to_a_listing_read_without_an_etag_leaves_the_page_without_steps(gh, deployer_client):
+    request = deploy(deployer_client)
+    gh.add_fault("GET", JOBS, status=304, body=b"")
+    gh.advance_run(request.run_id)
+    assert set(deliver(deployer_client, gh)) == {200}
+    page = deployer_client.get(f"/requests/{request.pk}/")
+    assert page.status_code == 200
+    assertNotContains(page, "Jobs and steps")
