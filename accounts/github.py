@@ -47,6 +47,7 @@ SETTING = "GITHUB_OAUTH_TEAM_GROUPS"
 # Bounds on what GitHub answers about one person: its teams (100 a page).
 MAX_TEAM_PAGES = 10
 MAX_SLUG_CHARS = 255
+MAX_EMAIL_CHARS = 254  # django.contrib.auth's User.email
 
 
 def enabled() -> bool:
@@ -108,6 +109,15 @@ class PortalGitHubBackend(GithubOrganizationOAuth2):
         if name == "REQUESTS_TIMEOUT":
             return settings.GITHUB_TIMEOUT
         return super().setting(name, default)
+
+    def get_user_details(self, response: dict[str, Any]) -> dict[str, Any]:
+        details = super().get_user_details(response)
+        # The new account's address is GitHub's, untrusted: one longer than the column (254
+        # characters, RFC 5321's bound) would fail the sign-in on PostgreSQL; it is left empty.
+        email = details.get("email")
+        if not isinstance(email, str) or len(email) > MAX_EMAIL_CHARS or "@" not in email:
+            details["email"] = ""
+        return details
 
     def member_url(self, user_data: dict[str, Any]) -> str:
         login = user_data.get("login")

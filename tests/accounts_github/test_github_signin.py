@@ -156,7 +156,19 @@ def test_signing_in_while_signed_in_as_someone_else_never_links_their_account(gi
     assert admin.is_staff and admin.is_superuser and not admin.social_auth.exists()
 
 
-NEXT = [("/requests/", "/requests/"), ("https://evil.example/", "/")]
+def test_an_address_longer_than_the_column_is_not_kept(github_app, client):
+    github_app.add_user("longmail", "Long Mail", "a" * 300 + "@example.com")
+    github_app.set_org_members(ORG, ["lena", "alice", "longmail"])
+    assert sign_in(client, github_app, "longmail").status_code == 302  # a 500 on PostgreSQL before
+    assert User.objects.get(social_auth__provider="github").email == ""
+
+
+NEXT = [
+    ("/requests/", "/requests/"),
+    ("https://evil.example/", "/"),
+    ("//evil.example/", "/"),
+    ("/\\evil.example/", "/"),
+]
 
 
 @pytest.mark.parametrize(("wanted", "landing"), NEXT)
