@@ -120,6 +120,19 @@ def test_expired_download_url_is_a_note(gh):
     assert tail.text == "" and "did not serve it" in tail.note
 
 
+@pytest.mark.parametrize("location", ["ftp://storage.example/log.txt", "http://user:pw@storage.example/log"])
+def test_a_log_redirected_where_the_portal_does_not_follow_is_a_note(gh, location, caplog):
+    run = gh.create_run(dict(EDIT_ACME_PROD, request_id=""), {"login": "dana"})
+    job_id = failed_job(gh, run.id)
+    gh.add_fault("GET", LOGS, status=302, headers={"Location": location}, body=b"")
+    gh.clear_requests()
+    tail = jobs.job_log_tail(job_id)
+    assert tail.text == "" and "did not serve it" in tail.note
+    assert gh.count("GET", STORAGE) == 0
+    assert f"GitHub redirected the download of job {job_id}'s log to a location" in caplog.text
+    assert "pw@" not in caplog.text
+
+
 # --- on the request page --------------------------------------------------------------------------
 
 
