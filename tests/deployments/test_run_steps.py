@@ -255,7 +255,7 @@ def test_steps_read_by_the_sync_without_a_status_change_give_the_poll_a_new_etag
     # Each lease lapses at once: the sync comes a lookup interval after the failed reads.
     settings.RUN_LOOKUP_INTERVAL_SECONDS = 0.001
     request = deploy(deployer_client)
-    fault = gh.add_fault("GET", JOBS, status=502)
+    fault = gh.add_fault("GET", JOBS, status=500)  # 502 would be retried, with back-off
     gh.advance_run(request.run_id)
     assert set(deliver(deployer_client, gh)) == {200}  # in progress; its steps could not be read
     page = deployer_client.get(f"/requests/{request.pk}/")
