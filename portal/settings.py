@@ -11,6 +11,7 @@ import environ
 from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.groups import parse_group_map
 from deployments.podspec import DEFAULT_INSTANCE_TYPES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -285,6 +286,7 @@ OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
 # portal's groups at every sign-in: "idp-group=Deployers,other-group=Approvers,admins=staff".
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 OIDC_GROUP_MAP = env.str("OIDC_GROUP_MAP", default="")
+parse_group_map(OIDC_GROUP_MAP, "OIDC_GROUP_MAP")  # malformed: a clear error now, not at sign-in
 # Shown on the login button: "Sign in with <name>".
 OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="your company account")
 OIDC_TIMEOUT = env.int("OIDC_TIMEOUT", default=10)
@@ -304,6 +306,7 @@ GITHUB_OAUTH_CLIENT_ID = env.str("GITHUB_OAUTH_CLIENT_ID", default="")
 GITHUB_OAUTH_CLIENT_SECRET = env.str("GITHUB_OAUTH_CLIENT_SECRET", default="")
 GITHUB_OAUTH_ORG = env.str("GITHUB_OAUTH_ORG", default="")
 GITHUB_OAUTH_TEAM_GROUPS = env.str("GITHUB_OAUTH_TEAM_GROUPS", default="")
+parse_group_map(GITHUB_OAUTH_TEAM_GROUPS, "GITHUB_OAUTH_TEAM_GROUPS")
 GITHUB_OAUTH_URL = env.str("GITHUB_OAUTH_URL", default="")
 if GITHUB_OAUTH_CLIENT_ID and not GITHUB_OAUTH_ORG:
     raise ImproperlyConfigured(
