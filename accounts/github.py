@@ -183,6 +183,17 @@ class PortalGitHubBackend(GithubOrganizationOAuth2):
         return data
 
 
+class AccountDisabled(AuthPolicyError):
+    """The GitHub account's portal account was deactivated by an administrator."""
+
+
+def refuse_disabled(backend: Any, user: Any = None, **kwargs: Any) -> None:
+    """A pipeline step after the account is found: a deactivated account is refused with a
+    message (the library would send the person back to the login page without a word)."""
+    if backend.name == PortalGitHubBackend.name and user is not None and not user.is_active:
+        raise AccountDisabled(backend, stage="pipeline")
+
+
 def apply_team_groups(backend: Any, user: Any = None, response: dict | None = None, **kwargs: Any) -> None:
     """The pipeline's last step: the person's teams decide their portal groups and staff flag."""
     if backend.name != PortalGitHubBackend.name or user is None:
@@ -233,6 +244,9 @@ def complete(request: HttpRequest, backend: str) -> HttpResponse:
     request.user = AnonymousUser()
     try:
         return social_views.complete(request, PortalGitHubBackend.name)
+    except AccountDisabled:
+        logger.warning("sign-in with GitHub refused: the portal account is deactivated")
+        return _failed(request, "Your portal account is deactivated. Ask an administrator.")
     except AuthPolicyError:
         from deployments.views import error_page
 

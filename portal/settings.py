@@ -318,12 +318,14 @@ SOCIAL_AUTH_LOGIN_ERROR_URL = "/accounts/login/"
 SOCIAL_AUTH_INACTIVE_USER_URL = "/accounts/login/"
 SOCIAL_AUTH_USER_FIELDS = ["username", "email"]
 # The account is GitHub's numeric id (social_uid); a username already taken (a local account)
-# gets a suffix; nothing links accounts by e-mail. The last step maps teams to groups.
+# gets a suffix; nothing links accounts by e-mail; a deactivated account is refused with a
+# message. The last step maps teams to groups.
 SOCIAL_AUTH_PIPELINE = [
     "social_core.pipeline.social_auth.social_details",
     "social_core.pipeline.social_auth.social_uid",
     "social_core.pipeline.social_auth.auth_allowed",
     "social_core.pipeline.social_auth.social_user",
+    "accounts.github.refuse_disabled",
     "social_core.pipeline.user.get_username",
     "social_core.pipeline.user.create_user",
     "social_core.pipeline.social_auth.associate_user",

@@ -136,6 +136,17 @@ def test_leaving_the_organization_refuses_the_next_sign_in(github_app, client):
     assert "_auth_user_id" not in client.session
 
 
+def test_a_deactivated_account_is_refused_with_a_message(github_app, client):
+    assert sign_in(client, github_app, "alice").status_code == 302
+    User.objects.filter(username="alice").update(is_active=False)
+    client.logout()
+    response = sign_in(client, github_app, "alice")
+    assert response.status_code == 302 and response["Location"] == "/accounts/login/"
+    refused = "Your portal account is deactivated. Ask an administrator."
+    assertContains(client.get("/accounts/login/"), refused)  # not sent back without a word
+    assert "_auth_user_id" not in client.session
+
+
 def test_a_local_account_of_the_same_name_is_not_taken_over(github_app, client):
     local = make_user(username="lena", deployer=False)
     assert sign_in(client, github_app, "lena").status_code == 302
