@@ -230,6 +230,26 @@ def test_steps_are_read_once_per_change_of_the_run_and_polls_cost_github_nothing
     assert gh.count("GET", JOBS) == 1  # final: never asked again
 
 
+def test_a_read_that_ends_after_a_later_final_one_does_not_overwrite_it(gh, deployer_client, monkeypatch):
+    request = deploy(deployer_client)
+    gh.advance_run(request.run_id)
+    gh.deliveries.clear()
+    read = jobs.run_jobs
+
+    def slow_read(run_id, attempt=None, *, etag=None):
+        # While this worker reads the in-progress version, another reads the finished run.
+        answer = read(run_id, attempt, etag=etag)
+        gh.complete_run(run_id)
+        monkeypatch.setattr(jobs, "run_jobs", read)
+        assert steps.follow(run_id, attempt=1, version="completed", completed=True)
+        return answer
+
+    monkeypatch.setattr(jobs, "run_jobs", slow_read)
+    assert not steps.follow(request.run_id, attempt=1, version="in_progress", completed=False)
+    entry = steps.listing(DeploymentRequest.objects.get(pk=request.pk))
+    assert entry is not None and entry["final"] is True and entry["version"] == "completed"
+
+
 def test_a_page_reads_the_steps_of_a_run_nobody_followed_once(gh, deployer_client):
     request = deploy(deployer_client)
     gh.complete_run(request.run_id)
