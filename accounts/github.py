@@ -47,6 +47,7 @@ SETTING = "GITHUB_OAUTH_TEAM_GROUPS"
 # Bounds on what GitHub answers about one person: its teams (100 a page).
 MAX_TEAM_PAGES = 10
 MAX_SLUG_CHARS = 255
+MAX_EMAIL_CHARS = 254  # django.contrib.auth's User.email
 
 
 def enabled() -> bool:
@@ -108,6 +109,15 @@ class PortalGitHubBackend(GithubOrganizationOAuth2):
         if name == "REQUESTS_TIMEOUT":
             return settings.GITHUB_TIMEOUT
         return super().setting(name, default)
+
+    def get_user_details(self, response: dict[str, Any]) -> dict[str, Any]:
+        details = super().get_user_details(response)
+        # The new account's address is GitHub's, untrusted: one longer than the column (254
+        # characters, RFC 5321's bound) would fail the sign-in on PostgreSQL; it is left empty.
+        email = details.get("email")
+        if not isinstance(email, str) or len(email) > MAX_EMAIL_CHARS or "@" not in email:
+            details["email"] = ""
+        return details
 
     def member_url(self, user_data: dict[str, Any]) -> str:
         login = user_data.get("login")
@@ -173,6 +183,17 @@ class PortalGitHubBackend(GithubOrganizationOAuth2):
         return data
 
 
+class AccountDisabled(AuthPolicyError):
+    """The GitHub account's portal account was deactivated by an administrator."""
+
+
+def refuse_disabled(backend: Any, user: Any = None, **kwargs: Any) -> None:
+    """A pipeline step after the account is found: a deactivated account is refused with a
+    message (the library would send the person back to the login page without a word)."""
+    if backend.name == PortalGitHubBackend.name and user is not None and not user.is_active:
+        raise AccountDisabled(backend, stage="pipeline")
+
+
 def apply_team_groups(backend: Any, user: Any = None, response: dict | None = None, **kwargs: Any) -> None:
     """The pipeline's last step: the person's teams decide their portal groups and staff flag."""
     if backend.name != PortalGitHubBackend.name or user is None:
@@ -223,6 +244,9 @@ def complete(request: HttpRequest, backend: str) -> HttpResponse:
     request.user = AnonymousUser()
     try:
         return social_views.complete(request, PortalGitHubBackend.name)
+    except AccountDisabled:
+        logger.warning("sign-in with GitHub refused: the portal account is deactivated")
+        return _failed(request, "Your portal account is deactivated. Ask an administrator.")
     except AuthPolicyError:
         from deployments.views import error_page
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 
 logger = logging.getLogger(__name__)
@@ -19,7 +18,8 @@ def parse_group_map(raw: str | dict[str, str], setting: str) -> dict[str, set[st
     """A mapping setting as {outside group: {portal group or "staff", …}}.
 
     The setting is ``outside-group=PortalGroup`` pairs separated by commas; an outside group may
-    be listed more than once to grant several portal groups.
+    be listed more than once to grant several portal groups. portal/settings.py parses both
+    settings at start-up, so a malformed one stops the portal instead of failing every sign-in.
     """
     mapping: dict[str, set[str]] = {}
     pairs = raw.items() if isinstance(raw, dict) else (p.partition("=")[::2] for p in raw.split(","))
@@ -40,6 +40,8 @@ def apply_group_map(user: Any, groups: list[str], mapping: dict[str, set[str]], 
     Only the groups named in the mapping are managed: a group an administrator gave by hand that
     the mapping does not mention is left alone. A superuser is never made by a mapping.
     """
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (settings import this module)
+
     managed = set().union(*mapping.values()) if mapping else set()
     granted = set().union(*(mapping.get(g, set()) for g in groups)) if groups else set()
     names = managed - {STAFF}

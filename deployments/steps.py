@@ -92,10 +92,22 @@ def follow(run_id: int, *, attempt: int, version: str, completed: bool) -> bool:
     changed = not same_attempt or entry is None or entry.get("jobs") != listed
     new = {"attempt": attempt, "version": version, "etag": etag, "jobs": listed, "final": final}
     try:
+        # Another worker may have written a later listing while this one was read (a later
+        # version's lease): a finished run's or a newer attempt's is not overwritten by this one.
+        if _superseded(cache.get(key), attempt, final):
+            return False
         cache.set(key, new, timeout=KEEP_SECONDS)
     except DatabaseError:
         return False
     return changed or (final and not (entry or {}).get("final"))
+
+
+def _superseded(current: object, attempt: int, final: bool) -> bool:
+    if not isinstance(current, dict):
+        return False
+    return current.get("attempt", 0) > attempt or (
+        current.get("attempt") == attempt and bool(current.get("final")) and not final
+    )
 
 
 def follow_run(run: gh.RunState) -> bool:

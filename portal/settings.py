@@ -11,6 +11,7 @@ import environ
 from csp import constants as csp
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.groups import parse_group_map
 from deployments.podspec import DEFAULT_INSTANCE_TYPES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -289,6 +290,7 @@ OIDC_RP_SIGN_ALGO = env.str("OIDC_SIGN_ALGO", default="RS256")
 # portal's groups at every sign-in: "idp-group=Deployers,other-group=Approvers,admins=staff".
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 OIDC_GROUP_MAP = env.str("OIDC_GROUP_MAP", default="")
+parse_group_map(OIDC_GROUP_MAP, "OIDC_GROUP_MAP")  # malformed: a clear error now, not at sign-in
 # Shown on the login button: "Sign in with <name>".
 OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="your company account")
 OIDC_TIMEOUT = env.int("OIDC_TIMEOUT", default=10)
@@ -308,6 +310,7 @@ GITHUB_OAUTH_CLIENT_ID = env.str("GITHUB_OAUTH_CLIENT_ID", default="")
 GITHUB_OAUTH_CLIENT_SECRET = env.str("GITHUB_OAUTH_CLIENT_SECRET", default="")
 GITHUB_OAUTH_ORG = env.str("GITHUB_OAUTH_ORG", default="")
 GITHUB_OAUTH_TEAM_GROUPS = env.str("GITHUB_OAUTH_TEAM_GROUPS", default="")
+parse_group_map(GITHUB_OAUTH_TEAM_GROUPS, "GITHUB_OAUTH_TEAM_GROUPS")
 GITHUB_OAUTH_URL = env.str("GITHUB_OAUTH_URL", default="")
 if GITHUB_OAUTH_CLIENT_ID and not GITHUB_OAUTH_ORG:
     raise ImproperlyConfigured(
@@ -319,12 +322,14 @@ SOCIAL_AUTH_LOGIN_ERROR_URL = "/accounts/login/"
 SOCIAL_AUTH_INACTIVE_USER_URL = "/accounts/login/"
 SOCIAL_AUTH_USER_FIELDS = ["username", "email"]
 # The account is GitHub's numeric id (social_uid); a username already taken (a local account)
-# gets a suffix; nothing links accounts by e-mail. The last step maps teams to groups.
+# gets a suffix; nothing links accounts by e-mail; a deactivated account is refused with a
+# message. The last step maps teams to groups.
 SOCIAL_AUTH_PIPELINE = [
     "social_core.pipeline.social_auth.social_details",
     "social_core.pipeline.social_auth.social_uid",
     "social_core.pipeline.social_auth.auth_allowed",
     "social_core.pipeline.social_auth.social_user",
+    "accounts.github.refuse_disabled",
     "social_core.pipeline.user.get_username",
     "social_core.pipeline.user.create_user",
     "social_core.pipeline.social_auth.associate_user",

@@ -113,27 +113,29 @@ def _malformed(run_id: int, what: str) -> GitHubAPIError:
 def _download_location(artifact_id: int) -> str | None:
     """Where GitHub redirects the artifact's download (a short-lived signed URL), or None when the
     artifact expired (410) or is gone (404) since it was listed."""
-    requester = state.client(writes=False).requester
-
-    def fetch() -> str | None:
-        # requestJson does not follow the redirect: the storage URL must get no Authorization header.
-        status, headers, body = requester.requestJson(
-            "GET", _repo_url(f"/actions/artifacts/{artifact_id}/zip")
-        )
-        if status in (404, 410):
-            return None
-        if status >= 400:
-            raise requester.createException(status, headers, _json_body(body, status))
-        location = {k.lower(): v for k, v in headers.items()}.get("location")
-        if status != 302 or not isinstance(location, str):
-            raise GitHubAPIError(
-                f"GitHub answered {status}, with no download location, "
-                f"to the download of artifact {artifact_id}."
-            )
-        return _checked_location(location, artifact_id)
-
-    result: str | None = _call(fetch, not_found=f"Artifact {artifact_id} was not found.")
+    result: str | None = _call(
+        lambda: redirect_location(f"/actions/artifacts/{artifact_id}/zip", f"artifact {artifact_id}"),
+        not_found=f"Artifact {artifact_id} was not found.",
+    )
     return result
+
+
+def redirect_location(path: str, what: str) -> str | None:
+    """The signed storage URL GitHub's ``302`` to ``path`` (in the repository) names, checked;
+    None on a 404 or 410 (expired or gone). Raises PyGithub's exception for other errors (for
+    ``_call``). requestJson does not follow the redirect: the storage URL gets no Authorization."""
+    requester = state.client(writes=False).requester
+    status, headers, body = requester.requestJson("GET", _repo_url(path))
+    if status in (404, 410):
+        return None
+    if status >= 400:
+        raise requester.createException(status, headers, _json_body(body, status))
+    location = {k.lower(): v for k, v in headers.items()}.get("location")
+    if status != 302 or not isinstance(location, str):
+        raise GitHubAPIError(
+            f"GitHub answered {status}, with no download location, to the download of {what}."
+        )
+    return _checked_location(location, what)
 
 
 def _json_body(body: Any, status: int) -> dict[str, Any]:
@@ -145,7 +147,7 @@ def _json_body(body: Any, status: int) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"message": f"unexpected answer (HTTP {status})"}
 
 
-def _checked_location(location: str, artifact_id: int) -> str:
+def _checked_location(location: str, what: str) -> str:
     """The redirect target, if it is one to follow: an absolute http(s) URL with no credentials in
     it, and https unless the API itself is plain http (a lab or the emulator)."""
     parts = urlsplit(location)
@@ -158,7 +160,7 @@ def _checked_location(location: str, artifact_id: int) -> str:
         or len(location) > 8192
     ):
         raise GitHubAPIError(
-            f"GitHub redirected the download of artifact {artifact_id} to a location the portal does not "
+            f"GitHub redirected the download of {what} to a location the portal does not "
             f"follow (scheme {parts.scheme or 'none'!r})."
         )
     return location

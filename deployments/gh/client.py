@@ -301,8 +301,11 @@ def _conditional_get(
 
     def fetch() -> tuple[str | None, dict[str, Any]] | None:
         status, resp_headers, body = requester.requestJson("GET", url, params, headers)
-        if status == 304:
+        if status == 304 and etag:
             return None
+        if status == 304:
+            # "Not modified" to a request that named no version: there is nothing to reuse.
+            raise requester.createException(502, resp_headers, {"message": "unexpected 304 (Not Modified)"})
         try:
             data = json.loads(body) if body else {}
         except ValueError:  # e.g. a proxy's HTML error page

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from .artifacts import _checked_location, _json_body, _no_credentials
+from .artifacts import _no_credentials, redirect_location
 from .client import _call, _conditional_get, _repo_url, state
 from .errors import GitHubAPIError, GitHubError, GitHubNotFoundError, GitHubPermissionError
 from .runs import is_run_url
@@ -229,7 +229,8 @@ def _seconds(item: dict[str, Any]) -> int | None:
         start, end = _parse_time(item.get("started_at")), _parse_time(item.get("completed_at"))
     except (TypeError, ValueError):
         return None
-    if start is None or end is None or end < start:
+    # A time without its zone (GitHub's are UTC, with a Z) cannot be compared with one with it.
+    if start is None or end is None or start.tzinfo is None or end.tzinfo is None or end < start:
         return None
     return int((end - start).total_seconds())
 
@@ -313,23 +314,9 @@ def job_log_tail(job_id: int) -> LogTail:
     """
     if type(job_id) is not int or not 0 < job_id <= _MAX_ID:
         return LogTail("", "The job's log is not available: GitHub did not name the failed job.")
-    requester = state.client(writes=False).requester
-
-    def where() -> str | None:
-        # requestJson does not follow the redirect: the log's URL must get no Authorization header.
-        status, headers, body = requester.requestJson("GET", _repo_url(f"/actions/jobs/{job_id}/logs"))
-        if status in (404, 410):
-            return None
-        if status >= 400:
-            raise requester.createException(status, headers, _json_body(body, status))
-        location = {k.lower(): v for k, v in headers.items()}.get("location")
-        if status != 302 or not isinstance(location, str):
-            raise GitHubAPIError(f"GitHub answered {status}, with no location, to job {job_id}'s log.")
-        return _checked_location(location, job_id)
-
     try:
         location = _call(
-            where,
+            lambda: redirect_location(f"/actions/jobs/{job_id}/logs", f"job {job_id}'s log"),
             not_found=f"Job {job_id} was not found.",
             forbidden="The portal's GitHub credentials may not read the run's logs "
             "(a fine-grained token or GitHub App needs Actions: read).",

@@ -136,6 +136,17 @@ def test_leaving_the_organization_refuses_the_next_sign_in(github_app, client):
     assert "_auth_user_id" not in client.session
 
 
+def test_a_deactivated_account_is_refused_with_a_message(github_app, client):
+    assert sign_in(client, github_app, "alice").status_code == 302
+    User.objects.filter(username="alice").update(is_active=False)
+    client.logout()
+    response = sign_in(client, github_app, "alice")
+    assert response.status_code == 302 and response["Location"] == "/accounts/login/"
+    refused = "Your portal account is deactivated. Ask an administrator."
+    assertContains(client.get("/accounts/login/"), refused)  # not sent back without a word
+    assert "_auth_user_id" not in client.session
+
+
 def test_a_local_account_of_the_same_name_is_not_taken_over(github_app, client):
     local = make_user(username="lena", deployer=False)
     assert sign_in(client, github_app, "lena").status_code == 302
@@ -156,7 +167,19 @@ def test_signing_in_while_signed_in_as_someone_else_never_links_their_account(gi
     assert admin.is_staff and admin.is_superuser and not admin.social_auth.exists()
 
 
-NEXT = [("/requests/", "/requests/"), ("https://evil.example/", "/")]
+def test_an_address_longer_than_the_column_is_not_kept(github_app, client):
+    github_app.add_user("longmail", "Long Mail", "a" * 300 + "@example.com")
+    github_app.set_org_members(ORG, ["lena", "alice", "longmail"])
+    assert sign_in(client, github_app, "longmail").status_code == 302  # a 500 on PostgreSQL before
+    assert User.objects.get(social_auth__provider="github").email == ""
+
+
+NEXT = [
+    ("/requests/", "/requests/"),
+    ("https://evil.example/", "/"),
+    ("//evil.example/", "/"),
+    ("/\\evil.example/", "/"),
+]
 
 
 @pytest.mark.parametrize(("wanted", "landing"), NEXT)

@@ -7,9 +7,12 @@ codes, bounded, escaped on the page; a log GitHub no longer has or may not show 
 says so, never an error page.
 """
 
+import datetime as dt
 import re
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
 from deployments import steps
@@ -120,6 +123,19 @@ def test_expired_download_url_is_a_note(gh):
     assert tail.text == "" and "did not serve it" in tail.note
 
 
+@pytest.mark.parametrize("location", ["ftp://storage.example/log.txt", "http://user:pw@storage.example/log"])
+def test_a_log_redirected_where_the_portal_does_not_follow_is_a_note(gh, location, caplog):
+    run = gh.create_run(dict(EDIT_ACME_PROD, request_id=""), {"login": "dana"})
+    job_id = failed_job(gh, run.id)
+    gh.add_fault("GET", LOGS, status=302, headers={"Location": location}, body=b"")
+    gh.clear_requests()
+    tail = jobs.job_log_tail(job_id)
+    assert tail.text == "" and "did not serve it" in tail.note
+    assert gh.count("GET", STORAGE) == 0
+    assert f"GitHub redirected the download of job {job_id}'s log to a location" in caplog.text
+    assert "pw@" not in caplog.text
+
+
 # --- on the request page --------------------------------------------------------------------------
 
 
@@ -214,6 +230,26 @@ def test_steps_are_read_once_per_change_of_the_run_and_polls_cost_github_nothing
     assert gh.count("GET", JOBS) == 1  # final: never asked again
 
 
+def test_a_read_that_ends_after_a_later_final_one_does_not_overwrite_it(gh, deployer_client, monkeypatch):
+    request = deploy(deployer_client)
+    gh.advance_run(request.run_id)
+    gh.deliveries.clear()
+    read = jobs.run_jobs
+
+    def slow_read(run_id, attempt=None, *, etag=None):
+        # While this worker reads the in-progress version, another reads the finished run.
+        answer = read(run_id, attempt, etag=etag)
+        gh.complete_run(run_id)
+        monkeypatch.setattr(jobs, "run_jobs", read)
+        assert steps.follow(run_id, attempt=1, version="completed", completed=True)
+        return answer
+
+    monkeypatch.setattr(jobs, "run_jobs", slow_read)
+    assert not steps.follow(request.run_id, attempt=1, version="in_progress", completed=False)
+    entry = steps.listing(DeploymentRequest.objects.get(pk=request.pk))
+    assert entry is not None and entry["final"] is True and entry["version"] == "completed"
+
+
 def test_a_page_reads_the_steps_of_a_run_nobody_followed_once(gh, deployer_client):
     request = deploy(deployer_client)
     gh.complete_run(request.run_id)
@@ -234,15 +270,20 @@ def test_steps_github_cannot_list_leave_the_page_without_them(gh, deployer_clien
     assertNotContains(page, "Jobs and steps")
 
 
-def test_steps_read_by_the_sync_without_a_status_change_give_the_poll_a_new_etag(
-    gh, deployer_client, settings
-):
+def leases_lapse() -> None:
+    """A lookup interval passes: the read leases in the shared cache (a database table) lapse.
+    (A lease of a thousandth of a second does not do it: the table keeps whole seconds.)"""
+    past = timezone.now() - dt.timedelta(hours=1)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE portal_cache SET expires = %s WHERE cache_key LIKE %s", [past, "%:lease:%"])
+        assert cursor.rowcount > 0
+
+
+def test_steps_read_by_the_sync_without_a_status_change_give_the_poll_a_new_etag(gh, deployer_client):
     from deployments import services
 
-    # Each lease lapses at once: the sync comes a lookup interval after the failed reads.
-    settings.RUN_LOOKUP_INTERVAL_SECONDS = 0.001
     request = deploy(deployer_client)
-    fault = gh.add_fault("GET", JOBS, status=502)
+    fault = gh.add_fault("GET", JOBS, status=500)  # 502 would be retried, with back-off
     gh.advance_run(request.run_id)
     assert set(deliver(deployer_client, gh)) == {200}  # in progress; its steps could not be read
     page = deployer_client.get(f"/requests/{request.pk}/")
@@ -255,9 +296,37 @@ def test_steps_read_by_the_sync_without_a_status_change_give_the_poll_a_new_etag
     )
 
     gh.state.faults.remove(fault)
+    leases_lapse()  # the sync comes a lookup interval after the failed reads
     assert services.deployment_requests_sync()["updated"] == 0  # the run's status did not change
 
     poll = deployer_client.get(f"/requests/{request.pk}/live/", headers={"if-none-match": etag})
     assert poll.status_code == 200
     assert poll.headers["ETag"] != etag
     assertContains(poll, '<span class="step-name">Check out</span> <span class="step-state">running')
+
+
+# --- GitHub's answers are untrusted ----------------------------------------------------------------
+
+
+def test_a_job_listing_with_times_without_their_zone_is_shown_without_durations(gh, deployer_client):
+    request = deploy(deployer_client)
+    when = {"started_at": "2024-01-01T00:00:00", "completed_at": "2024-01-01T00:00:05Z"}
+    step = {"name": "Terraform apply", "status": "completed", "conclusion": "success", **when}
+    job = {"id": 7, "name": "deploy", "status": "completed", "conclusion": "success", **when, "steps": [step]}
+    gh.add_fault("GET", JOBS, status=200, body={"total_count": 1, "jobs": [job]})
+    gh.advance_run(request.run_id)
+    assert set(deliver(deployer_client, gh)) == {200}
+    page = deployer_client.get(f"/requests/{request.pk}/")
+    assertContains(
+        page, '<span class="step-name">Terraform apply</span> <span class="step-state">succeeded</span>'
+    )
+
+
+def test_a_304_to_a_listing_read_without_an_etag_leaves_the_page_without_steps(gh, deployer_client):
+    request = deploy(deployer_client)
+    gh.add_fault("GET", JOBS, status=304, body=b"")
+    gh.advance_run(request.run_id)
+    assert set(deliver(deployer_client, gh)) == {200}
+    page = deployer_client.get(f"/requests/{request.pk}/")
+    assert page.status_code == 200
+    assertNotContains(page, "Jobs and steps")

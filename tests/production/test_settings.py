@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PRODUCTION_ENV = {
@@ -80,3 +82,11 @@ def test_github_sign_in_without_an_organization_fails_with_a_clear_message():
     result = run_manage("check", env=env)
     assert result.returncode != 0
     assert "GITHUB_OAUTH_ORG is required with GITHUB_OAUTH_CLIENT_ID" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["GITHUB_OAUTH_TEAM_GROUPS", "OIDC_GROUP_MAP"])
+def test_a_malformed_group_map_stops_the_portal_with_a_clear_message(name):
+    # Before, the portal started and every sign-in through the mapping answered 500.
+    result = run_manage("check", env=PRODUCTION_ENV | GITHUB_SIGN_IN_ENV | {name: "platform-deployers"})
+    assert result.returncode != 0
+    assert f"{name} entries are idp-group=PortalGroup; got platform-deployers=." in result.stderr
