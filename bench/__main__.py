@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             ("throughput", lambda: scenarios.throughput(stack, cfg, session)),
             ("memory", lambda: scenarios.memory(stack, cfg)),
             ("live", lambda: scenarios.live(stack, cfg, session, pods)),
+            ("api", lambda: scenarios.api(stack, cfg, session, pods)),
         ]
         if "inventory" not in wanted:
             stack.grow_pods(cfg.sizes[-1])

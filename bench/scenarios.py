@@ -1090,3 +1090,142 @@ def _live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> l
     row.met = during == 0 and not_modified == len(statuses)
     row.notes += notes
     return [row]
+
+
+# --- issue 17: deploying through the API ------------------------------------------------------------
+
+TOKEN_RE = re.compile(r'<code class="wrap">(pdp_[A-Za-z0-9_-]+)</code>')
+
+
+def _api_token(stack: Stack, session: requests.Session) -> str:
+    """A personal API token made as its user makes one: the tokens page's form (shown once)."""
+    page = stack.url("/api/tokens/")
+    session.get(page, timeout=60).raise_for_status()
+    form = {"name": "bench", "days": "30", "csrfmiddlewaretoken": session.cookies["csrftoken"]}
+    answer = session.post(page, data=form, timeout=60)
+    found = TOKEN_RE.search(answer.text)
+    if answer.status_code != 201 or not found:
+        raise RuntimeError(f"the tokens page answered {answer.status_code} without a new token")
+    return found.group(1)
+
+
+def _api_post(
+    client: requests.Session, stack: Stack, body: dict, key: str
+) -> tuple[float, requests.Response]:
+    started = time.perf_counter()
+    response = client.post(
+        stack.url("/api/v1/requests/"), json=body, headers={"Idempotency-Key": key}, timeout=60
+    )
+    return (time.perf_counter() - started) * MS, response
+
+
+def api(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> list[Row]:
+    """The deploy scenario through the API: POST /api/v1/requests/ with a bearer token made on the
+    tokens page, the same edits of fresh pods, alternated one for one with the form's POST
+    /deploy/ (the baseline, measured in this run); then each API call retried with its
+    Idempotency-Key (the same answer, no GitHub request)."""
+    client = requests.Session()
+    client.headers["Authorization"] = f"Bearer {_api_token(stack, session)}"
+    session.get(stack.url("/"), timeout=60).raise_for_status()  # warm inventory, as after a preview
+    client.get(stack.url("/api/v1/pods/"), timeout=60).raise_for_status()  # a script reads the pods first
+    form = {"times": [], "sent": [], "paid": [], "overheads": [], "correct": 0}
+    ours = {"times": [], "sent": [], "paid": [], "overheads": [], "correct": 0}
+    again = {"times": [], "sent": [], "same": 0}
+    for number in range(cfg.deploys):
+        # Alternate which goes first, so neither always follows the other's writes.
+        for turn in ("form", "api") if number % 2 == 0 else ("api", "form"):
+            if turn == "form":
+                one = _portal_deploys(stack, session, pods, 1)
+                for name in ("times", "sent", "paid", "overheads"):
+                    form[name] += one[name]
+                form["correct"] += one["correct"]
+                continue
+            index = pods.take()
+            values = _edit(stack, index)
+            body = {**values, "waf_enabled": values["waf_enabled"] == "true", "mode": "edit"}
+            key = str(uuid.uuid4())
+            stack.gh.clear_requests()
+            elapsed, first = _api_post(client, stack, body, key)
+            sent = list(stack.gh.requests)
+            ours["times"].append(elapsed)
+            ours["sent"].append(len(sent))
+            ours["paid"].append(sum(1 for r in sent if r.status != 304))
+            runs = [r for r in stack.gh.runs if r["inputs"].get("request_id") == key]
+            answer = first.json() if first.status_code == 201 else {}
+            ours["correct"] += len(runs) == 1 and answer.get("run_url") == runs[0]["html_url"]
+            ours["overheads"].append(elapsed - _round_trip(stack, sent))
+            # The client retries (its answer lost, say): same key, same values.
+            stack.gh.clear_requests()
+            elapsed, retry = _api_post(client, stack, body, key)
+            again["times"].append(elapsed)
+            again["sent"].append(len(stack.gh.requests))
+            with stack.db() as conn:
+                stored = conn.execute(
+                    "SELECT COUNT(*) FROM deployments_deploymentrequest WHERE idempotency_key = ?",
+                    (uuid.UUID(key).hex if stack.vendor == "sqlite" else key,),
+                ).fetchone()[0]
+            again["same"] += (
+                retry.status_code == 200
+                and retry.headers.get("Idempotent-Replayed") == "true"
+                and retry.json() == answer
+                and stored == 1
+                and len([r for r in stack.gh.runs if r["inputs"].get("request_id") == key]) == 1
+            )
+    n = cfg.deploys
+    db = "PostgreSQL" if stack.vendor == "postgresql" else "SQLite"
+    portal, baseline = summary(ours["times"]), summary(form["times"])
+    latency = Row(
+        f"deploy via API (POST /api/v1/requests/ → 201), {db}",
+        "ms",
+        portal,
+        "form deploy (POST /deploy/ → 302), same run, alternated",
+        baseline,
+        portal_requests=max(ours["sent"]),
+        baseline_requests=max(form["sent"]),
+        target="report; own run linked",
+        met=ours["correct"] == n and form["correct"] == n,
+    )
+    latency.notes.append(
+        f"{n} API deploys with a token made on /api/tokens/, alternated one for one with {n} form "
+        f"deploys (the same kind of edit, fresh pods, inventory warm, the pods read once through the "
+        f"API first, as a script would); ratio = form ÷ API time "
+        f"(below 1: the API is slower). Own run linked: API {ours['correct']}/{n}, form "
+        f"{form['correct']}/{n}. Overhead over GitHub's round trip (paired replay, as the deploy "
+        f"row): API {summary(ours['overheads'])['median']:.0f} ms, form "
+        f"{summary(form['overheads'])['median']:.0f} ms median."
+    )
+    same_requests = sorted(ours["sent"]) == sorted(form["sent"]) and ours["paid"] == form["paid"]
+    requests_row = Row(
+        "deploy via API: GitHub requests per deploy",
+        "req",
+        {"median": max(ours["sent"]), "text": f"{max(ours['sent'])} ({max(ours['paid'])} paid)"},
+        "form deploy (POST /deploy/)",
+        {"median": max(form["sent"]), "text": f"{max(form['sent'])} ({max(form['paid'])} paid)"},
+        portal_requests=max(ours["sent"]),
+        baseline_requests=max(form["sent"]),
+        ratio_kind="share",
+        target="= form's",
+        met=same_requests,
+    )
+    requests_row.notes.append(
+        f"per deploy, API {sorted(set(ours['sent']))} sent / {sorted(set(ours['paid']))} paid, form "
+        f"{sorted(set(form['sent']))} / {sorted(set(form['paid']))}: the lost-update check (a 304) and "
+        "the dispatch, through the same service function."
+    )
+    replay = Row(
+        "API idempotent replay (same Idempotency-Key → 200, same answer)",
+        "ms",
+        summary(again["times"]),
+        "the first call (→ 201)",
+        portal,
+        portal_requests=max(again["sent"]),
+        baseline_requests=max(ours["sent"]),
+        target="0 GH req, same answer",
+        met=max(again["sent"]) == 0 and again["same"] == n,
+    )
+    replay.notes.append(
+        f"each API deploy sent again right after with its key and values: {again['same']}/{n} answered "
+        "200 with Idempotent-Replayed: true and the first answer's JSON, one request row and one run "
+        f"for the key; GitHub requests {max(again['sent'])}."
+    )
+    return [latency, requests_row, replay]
