@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, sizes 10 and 100 only")
     parser.add_argument(
         "--only",
-        default="inventory,deploy,concurrency,review,health,throughput,memory,live",
+        default="inventory,deploy,api,concurrency,review,health,throughput,memory,live",
         help="comma list of scenarios to run",
     )
     args = parser.parse_args(argv)
