@@ -532,7 +532,8 @@ class Renamed:
 @pytest.fixture(scope="module")
 def renamed(stale_state, repo, moto_server) -> Renamed:
     """initech/prod: a plan of a resize is saved; then a rename is planned and applied; then the
-    resize plan is tried."""
+    resize plan is tried. moto keeps the load balancer's deletion protection as an attribute but
+    does not enforce it: on AWS this rename is made with it turned off first (README)."""
     resize = repo.run("plan", INITECH_LARGE).plan_mode().expect_success()
     (instance,) = ec2_instances(moto_server, INITECH)
     lbs = lb_names(moto_server)
