@@ -24,6 +24,13 @@ module "pod" {
   # podspec renders a YAML boolean; tobool also accepts the "true"/"false" strings.
   waf_enabled = tobool(local.spec.waf_enabled)
 
+  # Every pod answers at https://<instance_name>.<domain_name>, under one certificate for the
+  # domain (e.g. a wildcard *.<domain_name>).
+  domain_name         = "${local.spec.instance_name}.${var.domain_name}"
+  certificate_arn     = var.certificate_arn
+  deletion_protection = var.deletion_protection
+  detailed_monitoring = var.detailed_monitoring
+
   vpc_id     = var.vpc_id
   subnet_ids = var.subnet_ids
   ami_id     = var.ami_id

@@ -18,6 +18,21 @@ output "load_balancer_dns_name" {
   value       = module.pod.load_balancer_dns_name
 }
 
+output "url" {
+  description = "The pod's HTTPS address (point its DNS name at load_balancer_dns_name)."
+  value       = module.pod.url
+}
+
+output "access_log_bucket" {
+  description = "S3 bucket of the load balancer's access logs."
+  value       = module.pod.access_log_bucket
+}
+
+output "waf_log_group" {
+  description = "CloudWatch log group of the WAF logs, or null when WAF is disabled."
+  value       = module.pod.waf_log_group
+}
+
 output "web_acl_arn" {
   description = "ARN of the WAFv2 web ACL, or null when WAF is disabled."
   value       = module.pod.web_acl_arn

@@ -193,7 +193,7 @@ def test_destructive_plan_is_shown_with_a_loud_warning(gh, deployer_client):
     request = plan(deployer_client, gh, {**EDIT_ACME_PROD, "instance_type": "t3.medium", "waf_enabled": ""})
     page = deployer_client.get(f"/requests/{request.pk}/")
     assertContains(page, "This plan replaces or destroys resources.")
-    assertContains(page, "0 to add, 0 to change, 0 to replace, 2 to destroy")
+    assertContains(page, "0 to add, 0 to change, 0 to replace, 5 to destroy")
 
 
 def test_failed_plan_ends_the_request_and_applies_nothing(gh, deployer_client):

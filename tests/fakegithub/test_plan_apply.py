@@ -273,24 +273,46 @@ def test_an_instance_type_change_is_an_in_place_update_of_the_instance(fakegithu
     }
 
 
-def test_turning_the_waf_off_deletes_the_web_acl_and_its_association(fakegithub, api):
+def test_turning_the_waf_off_deletes_the_web_acl_its_association_and_its_logging(fakegithub, api):
     found = rows(planned(fakegithub, api, waf_enabled="false"))
     changed = {address: row["action"] for address, row in found.items() if row["action"] != "no-op"}
     assert changed == {
+        "module.pod.aws_cloudwatch_log_group.waf[0]": "delete",
+        "module.pod.aws_kms_key.waf_logs[0]": "delete",
         "module.pod.aws_wafv2_web_acl.this[0]": "delete",
         "module.pod.aws_wafv2_web_acl_association.this[0]": "delete",
+        "module.pod.aws_wafv2_web_acl_logging_configuration.this[0]": "delete",
     }
 
 
-def test_turning_the_waf_on_creates_the_web_acl_and_its_association(fakegithub, api):
+def test_turning_the_waf_on_creates_the_web_acl_its_association_and_its_logging(fakegithub, api):
     staging = {"environment": "staging", "instance_name": "acme-staging-web", "instance_type": "t3.small"}
     summary = planned(fakegithub, api, waf_enabled="true", **staging)
     changed = {row["address"]: row["action"] for row in summary["resources"] if row["action"] != "no-op"}
     assert changed == {
+        "module.pod.aws_cloudwatch_log_group.waf[0]": "create",
+        "module.pod.aws_kms_key.waf_logs[0]": "create",
         "module.pod.aws_wafv2_web_acl.this[0]": "create",
         "module.pod.aws_wafv2_web_acl_association.this[0]": "create",
+        "module.pod.aws_wafv2_web_acl_logging_configuration.this[0]": "create",
     }
     assert summary["pod"] == "acme/staging"
+
+
+UNRENAMED = (
+    "aws_cloudwatch_log_group.waf[0]",
+    "aws_iam_instance_profile.instance",
+    "aws_iam_role.instance",
+    "aws_iam_role_policy_attachment.ssm",
+    "aws_kms_key.waf_logs[0]",
+    "aws_s3_bucket.alb_logs",
+    "aws_s3_bucket_lifecycle_configuration.alb_logs",
+    "aws_s3_bucket_ownership_controls.alb_logs",
+    "aws_s3_bucket_policy.alb_logs",
+    "aws_s3_bucket_public_access_block.alb_logs",
+    "aws_s3_bucket_server_side_encryption_configuration.alb_logs",
+    "aws_s3_bucket_versioning.alb_logs",
+)
 
 
 def test_renaming_the_instance_replaces_what_aws_cannot_rename(fakegithub, api):
@@ -300,12 +322,16 @@ def test_renaming_the_instance_replaces_what_aws_cannot_rename(fakegithub, api):
         "aws_instance.this": "update",
         "aws_lb.this": "replace",
         "aws_lb_listener.http": "replace",
+        "aws_lb_listener.https": "replace",
         "aws_lb_target_group.this": "replace",
         "aws_lb_target_group_attachment.this": "replace",
         "aws_security_group.alb": "replace",
         "aws_security_group.instance": "replace",
         "aws_wafv2_web_acl.this[0]": "replace",
         "aws_wafv2_web_acl_association.this[0]": "replace",
+        "aws_wafv2_web_acl_logging_configuration.this[0]": "replace",
+        # Named after the pod (customer/environment), not the instance: kept as they are.
+        **{address: "no-op" for address in UNRENAMED},
     }
     forcing = [
         c for c in found["module.pod.aws_security_group.alb"]["changes"] if c.get("forces_replacement")
@@ -333,7 +359,7 @@ def test_a_new_pod_creates_everything_from_no_spec(fakegithub, api):
     summary = planned(fakegithub, api, **new)
     assert summary["spec_blob"] is None
     assert {row["action"] for row in summary["resources"]} == {"create"}
-    assert len(summary["resources"]) == 7
+    assert len(summary["resources"]) == 18
     assert all(row["changes"] == [] for row in summary["resources"])
 
 
@@ -341,11 +367,11 @@ def test_a_new_pod_creates_everything_from_no_spec(fakegithub, api):
     ("change", "headline"),
     [
         ({"instance_type": "t3.large"}, "0 to add, 1 to change, 0 to replace, 0 to destroy"),
-        ({"waf_enabled": "false"}, "0 to add, 0 to change, 0 to replace, 2 to destroy"),
-        ({"instance_name": "acme-prod-api"}, "0 to add, 1 to change, 8 to replace, 0 to destroy"),
+        ({"waf_enabled": "false"}, "0 to add, 0 to change, 0 to replace, 5 to destroy"),
+        ({"instance_name": "acme-prod-api"}, "0 to add, 1 to change, 10 to replace, 0 to destroy"),
         (
             {"customer": "hooli", "instance_name": "hooli-prod-web"},
-            "9 to add, 0 to change, 0 to replace, 0 to destroy",
+            "23 to add, 0 to change, 0 to replace, 0 to destroy",
         ),
         ({}, "0 to add, 0 to change, 0 to replace, 0 to destroy"),
     ],
@@ -359,7 +385,14 @@ def test_a_rename_within_the_short_name_keeps_the_load_balancer():
     after = PodValues("acme", "prod", "acme-prod-web-0123456789-b", "t3.small", False)
     found = rows(terraform_model.plan_summary(before, after, spec_blob=None))
     assert found["module.pod.aws_lb.this"]["action"] == "update"
-    assert found["module.pod.aws_lb_listener.http"]["action"] == "no-op"
+    assert found["module.pod.aws_lb_listener.https"]["action"] == "no-op"
+    # The pod's address follows its name: the HTTP listener redirects to the new one.
+    (redirect,) = found["module.pod.aws_lb_listener.http"]["changes"]
+    assert (redirect["attribute"], redirect["after"]) == (
+        "default_action[0].redirect[0].host",
+        "acme-prod-web-0123456789-b.pods.example.com",
+    )
+    assert found["module.pod.aws_lb_listener.http"]["action"] == "update"
     assert found["module.pod.aws_security_group.alb"]["action"] == "replace"
 
 

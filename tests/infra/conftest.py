@@ -25,6 +25,8 @@ TERRAFORM_DIR = REPO_ROOT / "terraform"
 SCRIPTS_DIR = REPO_ROOT / "scripts" / "deploy"
 AWS_REGION = "us-east-1"
 STATE_BUCKET = "pod-portal-tfstate-test"
+# The pods' DNS domain (the workflow's POD_DOMAIN); the certificate is requested in moto's ACM.
+POD_DOMAIN = "pods.example.test"
 
 # (label, seconds) of the terraform plans and applies timed, printed at the end of the session.
 TIMINGS: list[tuple[str, float]] = []
@@ -116,6 +118,9 @@ def moto_server(tmp_path_factory) -> Iterator[MotoServer]:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=log_fh,
             stderr=subprocess.STDOUT,
+            # AWS managed policies (the instance role attaches AmazonSSMManagedInstanceCore):
+            # moto only knows them when asked to (moto/settings.py).
+            env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
         )
     deadline = time.monotonic() + 30
     while True:
@@ -161,6 +166,17 @@ def terraform_env(terraform_bin, aws_env, moto_server, tmp_path_factory) -> dict
         **aws_env,
     }
     moto_server.client("s3").create_bucket(Bucket=STATE_BUCKET)
+    # The workflow passes these from repository variables (POD_DOMAIN, POD_CERTIFICATE_ARN):
+    # a wildcard certificate for the pods' domain, which the HTTPS listeners use.
+    certificate = moto_server.client("acm").request_certificate(
+        DomainName=f"*.{POD_DOMAIN}", ValidationMethod="DNS"
+    )
+    env["TF_VAR_domain_name"] = POD_DOMAIN
+    env["TF_VAR_certificate_arn"] = certificate["CertificateArn"]
+    # moto does not implement EC2 MonitorInstances (moto/ec2/responses/monitoring.py raises
+    # NotImplementedError), which the provider calls to turn on detailed monitoring: the one
+    # module default the tests turn off.
+    env["TF_VAR_detailed_monitoring"] = "false"
     return env
 
 
@@ -172,7 +188,7 @@ def plugin_dir_args() -> list[str]:
 
 def moto_override(endpoint: str) -> str:
     """The test-only provider override: every service used by the pod module goes to moto."""
-    services = ("ec2", "elbv2", "wafv2", "ssm", "sts", "iam", "s3")
+    services = ("ec2", "elbv2", "wafv2", "ssm", "sts", "iam", "s3", "kms", "logs")
     endpoints = "\n".join(f'    {service} = "{endpoint}"' for service in services)
     return f"""# Written by tests/infra: point the AWS provider at moto. Never committed.
 provider "aws" {{

@@ -358,12 +358,16 @@ def lb_names(moto_server) -> set[str]:
 class TestNewPod:
     def test_the_plan_run_summarizes_a_new_pod_as_all_creates_and_commits_nothing(self, created, repo):
         summary = created.plan_run.summary()
-        assert summary.counts == {"create": 9, "update": 0, "replace": 0, "delete": 0}
-        assert summary.headline == "9 to add, 0 to change, 0 to replace, 0 to destroy"
+        assert summary.counts == {"create": 23, "update": 0, "replace": 0, "delete": 0}
+        assert summary.headline == "23 to add, 0 to change, 0 to replace, 0 to destroy"
         assert {r.address for r in summary.resources} >= {
             "module.pod.aws_instance.this",
+            "module.pod.aws_iam_instance_profile.instance",
+            "module.pod.aws_lb_listener.https",
+            "module.pod.aws_s3_bucket.alb_logs",
             "module.pod.aws_wafv2_web_acl.this[0]",
             "module.pod.aws_wafv2_web_acl_association.this[0]",
+            "module.pod.aws_wafv2_web_acl_logging_configuration.this[0]",
         }
         assert (summary.pod, summary.spec_blob, summary.terraform_version) == ("initech/prod", None, "1.11.4")
         assert not summary.destructive
@@ -372,11 +376,11 @@ class TestNewPod:
     def test_the_plan_runs_step_summary_is_the_headline_and_table(self, created):
         text = created.plan_run.step_summary
         assert "### Terraform plan for `initech/prod`" in text
-        assert "**9 to add, 0 to change, 0 to replace, 0 to destroy**" in text
+        assert "**23 to add, 0 to change, 0 to replace, 0 to destroy**" in text
         assert "| `module.pod.aws_instance.this` | create |" in text
 
-    def test_a_pod_without_waf_plans_seven_creates(self, created):
-        assert created.early_plan.summary().counts == {"create": 7, "update": 0, "replace": 0, "delete": 0}
+    def test_a_pod_without_waf_plans_eighteen_creates(self, created):
+        assert created.early_plan.summary().counts == {"create": 18, "update": 0, "replace": 0, "delete": 0}
 
     def test_the_apply_run_applies_exactly_the_saved_plan_and_commits_the_spec(
         self, created, repo, moto_server
@@ -387,11 +391,11 @@ class TestNewPod:
             == hashlib.sha256(created.plan_run.tfplan.read_bytes()).digest()
         )
         apply = next(step for step in run.steps if step.name == "apply")
-        assert "Apply complete! Resources: 9 added, 0 changed, 0 destroyed." in apply.result.stdout
+        assert "Apply complete! Resources: 23 added, 0 changed, 0 destroyed." in apply.result.stdout
         (instance,) = ec2_instances(moto_server, INITECH)
         assert instance["InstanceType"] == "t3.small"
         assert repo.origin.spec(run.spec_rel) == INITECH
-        assert "is current: 9 to add" in next(s for s in run.steps if s.name == "check-plan").result.stdout
+        assert "is current: 23 to add" in next(s for s in run.steps if s.name == "check-plan").result.stdout
 
     def test_the_apply_run_installs_the_providers_the_plan_was_made_with(self, created):
         lock = created.apply_run.root / "terraform" / ".terraform.lock.hcl"
@@ -465,12 +469,15 @@ class TestStaleState:
         )
         assert repo.origin.head() == stale_state.head_before
 
-    def test_turning_waf_off_plans_two_deletes(self, stale_state):
+    def test_turning_waf_off_plans_the_waf_resources_deletes(self, stale_state):
         summary = stale_state.saved.summary()
-        assert summary.counts == {"create": 0, "update": 0, "replace": 0, "delete": 2}
+        assert summary.counts == {"create": 0, "update": 0, "replace": 0, "delete": 5}
         assert [r.address for r in summary.changed] == [
+            "module.pod.aws_cloudwatch_log_group.waf[0]",
+            "module.pod.aws_kms_key.waf_logs[0]",
             "module.pod.aws_wafv2_web_acl.this[0]",
             "module.pod.aws_wafv2_web_acl_association.this[0]",
+            "module.pod.aws_wafv2_web_acl_logging_configuration.this[0]",
         ]
         assert summary.destructive
         # The spec.yml the apply run committed: what the plan was made against.
@@ -525,7 +532,8 @@ class Renamed:
 @pytest.fixture(scope="module")
 def renamed(stale_state, repo, moto_server) -> Renamed:
     """initech/prod: a plan of a resize is saved; then a rename is planned and applied; then the
-    resize plan is tried."""
+    resize plan is tried. moto keeps the load balancer's deletion protection as an attribute but
+    does not enforce it: on AWS this rename is made with it turned off first (README)."""
     resize = repo.run("plan", INITECH_LARGE).plan_mode().expect_success()
     (instance,) = ec2_instances(moto_server, INITECH)
     lbs = lb_names(moto_server)
@@ -542,7 +550,7 @@ def renamed(stale_state, repo, moto_server) -> Renamed:
 class TestRename:
     def test_renaming_the_instance_replaces_what_aws_cannot_rename(self, renamed):
         summary = renamed.plan_run.summary()
-        assert summary.counts == {"create": 0, "update": 1, "replace": 8, "delete": 0}
+        assert summary.counts == {"create": 0, "update": 1, "replace": 10, "delete": 0}
         assert summary.destructive
         actions = {r.address: r.action for r in summary.changed}
         assert actions["module.pod.aws_instance.this"] == "update"
@@ -553,12 +561,14 @@ class TestRename:
             "module.pod.aws_instance.this": [],
             "module.pod.aws_lb.this": ["name"],
             "module.pod.aws_lb_listener.http": ["load_balancer_arn"],
+            "module.pod.aws_lb_listener.https": ["load_balancer_arn"],
             "module.pod.aws_lb_target_group.this": ["name"],
             "module.pod.aws_lb_target_group_attachment.this": ["target_group_arn"],
             "module.pod.aws_security_group.alb": ["name"],
             "module.pod.aws_security_group.instance": ["name"],
             "module.pod.aws_wafv2_web_acl.this[0]": ["name"],
             "module.pod.aws_wafv2_web_acl_association.this[0]": ["resource_arn", "web_acl_arn"],
+            "module.pod.aws_wafv2_web_acl_logging_configuration.this[0]": ["resource_arn"],
         }
         lb = next(r for r in summary.changed if r.address == "module.pod.aws_lb.this")
         name = next(c for c in lb.changes if c.attribute == "name")
@@ -570,7 +580,7 @@ class TestRename:
 
     def test_the_rename_is_applied_exactly_as_planned(self, renamed, repo, moto_server):
         apply = next(step for step in renamed.apply_run.steps if step.name == "apply")
-        assert "Apply complete! Resources: 8 added, 1 changed, 8 destroyed." in apply.result.stdout
+        assert "Apply complete! Resources: 10 added, 1 changed, 10 destroyed." in apply.result.stdout
         # AWS refuses to delete a security group still attached: the instance moves to the new
         # group before the old one is deleted (create_before_destroy).
         log = apply.result.stdout

@@ -24,6 +24,7 @@ import pytest
 from deployments import plan, podspec
 
 from .conftest import (
+    POD_DOMAIN,
     REPO_ROOT,
     SCRIPTS_DIR,
     STATE_BUCKET,
@@ -221,9 +222,10 @@ class TestPodLifecycle:
     """Ordered: create, then change the instance type, then toggle WAF both ways."""
 
     def test_new_pods_plans_were_all_creates(self, pods):
-        # The WAF pair (web ACL and its association) only with WAF on.
-        assert pods["waf"].summary.counts == {"create": 9, "update": 0, "replace": 0, "delete": 0}
-        assert pods["plain"].summary.counts == {"create": 7, "update": 0, "replace": 0, "delete": 0}
+        # The WAF resources (web ACL, its association, its logging: log group, key, configuration)
+        # only with WAF on.
+        assert pods["waf"].summary.counts == {"create": 23, "update": 0, "replace": 0, "delete": 0}
+        assert pods["plain"].summary.counts == {"create": 18, "update": 0, "replace": 0, "delete": 0}
         assert pods["waf"].summary.pod == "acme/prod"
         assert pods["waf"].summary.spec_blob is None, "no spec.yml committed: a new pod"
 
@@ -242,7 +244,7 @@ class TestPodLifecycle:
             assert tags["ManagedBy"] == "pod-portal"
             assert instance["MetadataOptions"]["HttpTokens"] == "required"
 
-    def test_alb_forwards_to_the_instance(self, pods, moto_server):
+    def test_alb_serves_https_and_forwards_to_the_instance(self, pods, moto_server, terraform_env):
         elbv2 = moto_server.client("elbv2")
         ec2 = moto_server.client("ec2")
         for pod in pods.values():
@@ -253,10 +255,33 @@ class TestPodLifecycle:
             # moto omits Scheme for the default (internet-facing) scheme.
             assert lb.get("Scheme", "internet-facing") == "internet-facing"
             assert len(lb["AvailabilityZones"]) >= 2
-            (listener,) = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
-            assert listener["Port"] == 80
-            (action,) = listener["DefaultActions"]
+            listeners = elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+            by_port = {listener["Port"]: listener for listener in listeners}
+            assert sorted(by_port) == [80, 443]
+            https = by_port[443]
+            assert https["Protocol"] == "HTTPS"
+            assert https["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+            assert [c["CertificateArn"] for c in https["Certificates"]] == [
+                terraform_env["TF_VAR_certificate_arn"]
+            ]
+            (action,) = https["DefaultActions"]
             assert action["Type"] == "forward"
+            # Plain HTTP only redirects, to the pod's own name.
+            (redirect,) = by_port[80]["DefaultActions"]
+            assert redirect["Type"] == "redirect"
+            assert redirect["RedirectConfig"]["Protocol"] == "HTTPS"
+            assert redirect["RedirectConfig"]["Host"] == f"{pod.instance_name}.{POD_DOMAIN}"
+            assert redirect["RedirectConfig"]["StatusCode"] == "HTTP_301"
+            assert pod.outputs["url"] == f"https://{pod.instance_name}.{POD_DOMAIN}/"
+            attributes = {
+                a["Key"]: a["Value"]
+                for a in elbv2.describe_load_balancer_attributes(LoadBalancerArn=lb["LoadBalancerArn"])[
+                    "Attributes"
+                ]
+            }
+            assert attributes["deletion_protection.enabled"] == "true"
+            assert attributes["access_logs.s3.enabled"] == "true"
+            assert attributes["access_logs.s3.bucket"] == pod.outputs["access_log_bucket"]
             health = elbv2.describe_target_health(TargetGroupArn=action["TargetGroupArn"])
             targets = [d["Target"]["Id"] for d in health["TargetHealthDescriptions"]]
             assert targets == [pod.outputs["instance_id"]]
@@ -272,6 +297,50 @@ class TestPodLifecycle:
             ]
             assert sources == [(80, lb["SecurityGroups"][0])]
             assert all(not rule["IpRanges"] for rule in instance_sg["IpPermissions"])
+            # No open egress: the instance reaches out on HTTPS only (SSM, packages), the load
+            # balancer only reaches the application port inside the VPC.
+            assert [(r["IpProtocol"], r["FromPort"]) for r in instance_sg["IpPermissionsEgress"]] == [
+                ("tcp", 443)
+            ]
+            (alb_sg,) = ec2.describe_security_groups(GroupIds=lb["SecurityGroups"])["SecurityGroups"]
+            (vpc,) = ec2.describe_vpcs(VpcIds=[alb_sg["VpcId"]])["Vpcs"]
+            assert [
+                (r["IpProtocol"], r["FromPort"], [i["CidrIp"] for i in r["IpRanges"]])
+                for r in alb_sg["IpPermissionsEgress"]
+            ] == [("tcp", 80, [vpc["CidrBlock"]])]
+            assert sorted(r["FromPort"] for r in alb_sg["IpPermissions"]) == [80, 443]
+
+    def test_instance_is_managed_through_ssm_with_an_encrypted_root_volume(self, pods, moto_server):
+        ec2, iam = moto_server.client("ec2"), moto_server.client("iam")
+        for pod in pods.values():
+            (instance,) = pod_instances(ec2, pod)
+            assert "KeyName" not in instance, "no SSH key pair"
+            assert instance["EbsOptimized"] is True
+            profile_name = instance["IamInstanceProfile"]["Arn"].rsplit("/", 1)[1]
+            (role,) = iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]["Roles"]
+            attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+            assert [p["PolicyName"] for p in attached] == ["AmazonSSMManagedInstanceCore"]
+            (volume,) = ec2.describe_volumes(
+                Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}]
+            )["Volumes"]
+            assert volume["Encrypted"] is True
+
+    def test_access_log_bucket_is_private_encrypted_versioned_and_expires_logs(self, pods, moto_server):
+        s3 = moto_server.client("s3")
+        for pod in pods.values():
+            bucket = pod.outputs["access_log_bucket"]
+            block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+            assert all(block.values()) and len(block) == 4
+            (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+            assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+            assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+            (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+            assert lifecycle["Expiration"]["Days"] == 365
+            policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+            writers = [st["Principal"] for st in policy["Statement"] if st["Action"] == "s3:PutObject"]
+            assert {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"} in writers
+            denied = [st for st in policy["Statement"] if st["Effect"] == "Deny"]
+            assert denied[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
     def test_web_acl_associated_iff_waf_enabled(self, pods, moto_server):
         wafv2 = moto_server.client("wafv2")
@@ -283,6 +352,20 @@ class TestPodLifecycle:
         assert web_acl_for(wafv2, pods["plain"]) is None
         assert pods["plain"].outputs.get("web_acl_arn") is None  # null outputs are omitted
 
+    def test_waf_logs_to_an_encrypted_log_group_kept_a_year(self, pods, moto_server):
+        pod = pods["waf"]
+        config = moto_server.client("wafv2").get_logging_configuration(ResourceArn=pod.outputs["web_acl_arn"])
+        (destination,) = config["LoggingConfiguration"]["LogDestinationConfigs"]
+        logs = moto_server.client("logs")
+        (group,) = logs.describe_log_groups(logGroupNamePrefix=pod.outputs["waf_log_group"])["logGroups"]
+        assert group["logGroupName"].startswith("aws-waf-logs-")
+        assert destination.removesuffix(":*") == group["arn"].removesuffix(":*")
+        assert group["retentionInDays"] == 365
+        key = moto_server.client("kms").describe_key(KeyId=group["kmsKeyId"])["KeyMetadata"]
+        assert key["KeyState"] == "Enabled"
+        assert moto_server.client("kms").get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"]
+        assert pods["plain"].outputs.get("waf_log_group") is None
+
     def test_state_is_in_s3_per_pod_and_unlocked(self, pods, moto_server):
         s3 = moto_server.client("s3")
         keys = {obj["Key"] for obj in s3.list_objects_v2(Bucket=STATE_BUCKET).get("Contents", [])}
@@ -293,7 +376,7 @@ class TestPodLifecycle:
     def test_plan_is_in_step_summary(self, pods):
         summary = pods["waf"].summary_file.read_text()
         assert "### Terraform plan for `acme/prod`" in summary
-        assert "**9 to add, 0 to change, 0 to replace, 0 to destroy**" in summary
+        assert "**23 to add, 0 to change, 0 to replace, 0 to destroy**" in summary
         assert "| `module.pod.aws_wafv2_web_acl_association.this[0]` | create |" in summary
         assert "| `module.pod.aws_instance.this` | create |" in summary
 
@@ -320,7 +403,7 @@ class TestPodLifecycle:
         pod = pods["waf"]
         pod.waf_enabled = False
         pod.deploy("reapply (waf_enabled true -> false)")
-        assert pod.summary.counts == {"create": 0, "update": 0, "replace": 0, "delete": 2}
+        assert pod.summary.counts == {"create": 0, "update": 0, "replace": 0, "delete": 5}
         assert pod.summary.destructive
         wafv2 = moto_server.client("wafv2")
         assert web_acl_for(wafv2, pod) is None
@@ -335,10 +418,13 @@ class TestPodLifecycle:
         pod = pods["plain"]
         pod.waf_enabled = True
         pod.deploy("reapply (waf_enabled false -> true)")
-        assert pod.summary.counts == {"create": 2, "update": 0, "replace": 0, "delete": 0}
+        assert pod.summary.counts == {"create": 5, "update": 0, "replace": 0, "delete": 0}
         assert [r.address for r in pod.summary.changed] == [
+            "module.pod.aws_cloudwatch_log_group.waf[0]",
+            "module.pod.aws_kms_key.waf_logs[0]",
             "module.pod.aws_wafv2_web_acl.this[0]",
             "module.pod.aws_wafv2_web_acl_association.this[0]",
+            "module.pod.aws_wafv2_web_acl_logging_configuration.this[0]",
         ]
         acl = web_acl_for(moto_server.client("wafv2"), pod)
         assert acl is not None

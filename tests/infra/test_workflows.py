@@ -234,6 +234,15 @@ def test_deploy_steps_in_order():
     assert job_env["ACTION"] == "${{ inputs.action }}"
     assert job_env["PLAN_RUN_ID"] == "${{ inputs.plan_run_id }}"
     assert job_env["SPECS_PATH"] == "${{ vars.SPECS_PATH || 'pods' }}"
+    # The pod module's HTTPS inputs come from repository variables, as terraform/ names them.
+    assert job_env["TF_VAR_domain_name"] == "${{ vars.POD_DOMAIN }}"
+    assert job_env["TF_VAR_certificate_arn"] == "${{ vars.POD_CERTIFICATE_ARN }}"
+    assert job_env["TF_VAR_deletion_protection"] == "${{ vars.POD_DELETION_PROTECTION || 'true' }}"
+    declared = set(
+        re.findall(r'^variable "(\w+)"', (REPO_ROOT / "terraform" / "variables.tf").read_text(), re.M)
+    )
+    passed = {name.removeprefix("TF_VAR_") for name in job_env if name.startswith("TF_VAR_")}
+    assert passed <= declared
     text = [step.get("uses", "") + step.get("run", "") for step in job["steps"]]
     order = [
         "actions/checkout@",
