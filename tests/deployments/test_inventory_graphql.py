@@ -66,6 +66,7 @@ def test_more_specs_than_a_batch_take_one_query_per_batch(gh, db, monkeypatch):
         (200, [1, 2]),
         (200, {"data": "repository"}),
         (200, b"<html>proxy error</html>"),
+        (200, b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),  # past the recursion limit
     ],
     ids=[
         "timeout-502",
@@ -77,6 +78,7 @@ def test_more_specs_than_a_batch_take_one_query_per_batch(gh, db, monkeypatch):
         "list",
         "data-str",
         "html",
+        "deep-json",
     ],
 )
 def test_a_failed_graphql_query_falls_back_to_one_call_per_spec(gh, db, settings, caplog, status, body):
@@ -90,6 +92,28 @@ def test_a_failed_graphql_query_falls_back_to_one_call_per_spec(gh, db, settings
     assert sorted(blob_gets(gh)) == sorted(spec_blobs(gh).values())
     [warning] = [r.getMessage() for r in caplog.records if "GraphQL API failed" in r.getMessage()]
     assert "reading 6 specs one by one" in warning
+
+
+@pytest.mark.parametrize("remaining", ["lots", "nan", "1e999"])
+def test_a_rate_limit_header_that_is_no_number_is_a_failed_query_not_a_crash(
+    gh, db, settings, viewer_client, remaining
+):
+    """PyGithub reads x-ratelimit-remaining with int(float(...)): an answer's nonsense there must
+    not become a 500, neither from the GraphQL query (the listing falls back) nor from a REST call."""
+    reference = listing_without_graphql(settings)
+    headers = {"x-ratelimit-remaining": remaining, "x-ratelimit-limit": "5000"}
+    gh.add_fault("POST", GRAPHQL, status=200, body={"data": None}, headers=headers)
+    gh.clear_requests()
+    assert [astuple(pod) for pod in inventory.list_pods()] == reference
+    assert sorted(blob_gets(gh)) == sorted(spec_blobs(gh).values())
+    cache.clear()
+    inventory._memo.clear()
+    gh.add_fault(
+        "GET", r"/git/blobs/", status=200, body={"content": "", "encoding": "base64"}, headers=headers
+    )
+    response = viewer_client.get("/")
+    assert response.status_code == 503
+    assert b"answer could not be read" in response.content
 
 
 def test_blobs_graphql_did_not_return_whole_are_read_one_by_one(gh, db, settings, caplog):
