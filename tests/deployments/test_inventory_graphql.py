@@ -116,6 +116,20 @@ def test_a_rate_limit_header_that_is_no_number_is_a_failed_query_not_a_crash(
     assert b"answer could not be read" in response.content
 
 
+def test_a_huge_error_message_is_logged_and_shown_on_one_short_line(gh, db, settings, viewer_client, caplog):
+    message = "Bad gateway\nforged: line " + "x" * 100_000
+    gh.add_fault("POST", GRAPHQL, status=502, body={"message": message})
+    settings.INVENTORY_GRAPHQL = True
+    gh.add_fault("GET", r"/git/blobs/", status=502, body={"message": message})
+    with caplog.at_level(logging.WARNING):
+        response = viewer_client.get("/")
+    assert response.status_code == 503
+    assert b"Bad gateway forged: line xxx" in response.content and len(response.content) < 50_000
+    logged = [r.getMessage() for r in caplog.records if "Bad gateway" in r.getMessage()]
+    assert any("GraphQL API failed" in line for line in logged)
+    assert logged and all("\n" not in line and len(line) < 600 for line in logged)
+
+
 def test_blobs_graphql_did_not_return_whole_are_read_one_by_one(gh, db, settings, caplog):
     """Partial results (an error beside the data), a text that does not hash to its id, a
     truncated text, an answer about another object: only those are read again."""
