@@ -130,6 +130,30 @@ def test_a_huge_error_message_is_logged_and_shown_on_one_short_line(gh, db, sett
     assert logged and all("\n" not in line and len(line) < 600 for line in logged)
 
 
+def test_a_secondary_limit_on_the_query_reads_nothing_more_until_a_later_view(gh, db, viewer_client, caplog):
+    """GitHub refuses the query for a while: no burst of per-spec REST reads (they share the
+    concurrency and CPU-time limits); the pods are listed as not loaded yet, then read."""
+    message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+    gh.add_fault(
+        "POST", GRAPHQL, status=403, body={"message": message}, headers={"retry-after": "60"}, times=1
+    )
+    gh.clear_requests()
+    with caplog.at_level(logging.WARNING, logger="deployments.inventory"):
+        response = viewer_client.get("/")
+    assert response.status_code == 200
+    pods = response.context["pods"]
+    assert len(pods) == 6 and not any(pod.loaded for pod in pods)
+    assert all(pod.error.startswith("not loaded yet") for pod in pods)
+    assert b"incomplete" in response.content
+    assert blob_gets(gh) == [] and gh.count("POST", GRAPHQL) == 1
+    assert any("6 specs are read on a later view" in r.getMessage() for r in caplog.records)
+    gh.clear_requests()
+    inventory.expire()
+    again = viewer_client.get("/")
+    assert all(pod.spec is not None for pod in again.context["pods"])
+    assert gh.count("POST", GRAPHQL) == 1 and blob_gets(gh) == []
+
+
 def test_blobs_graphql_did_not_return_whole_are_read_one_by_one(gh, db, settings, caplog):
     """Partial results (an error beside the data), a text that does not hash to its id, a
     truncated text, an answer about another object: only those are read again."""
