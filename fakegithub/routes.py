@@ -608,22 +608,27 @@ SECONDARY_LIMIT_DOCS = (
 )
 
 
-def _secondary_limit(gh: FakeGitHub, method: str) -> Response | None:
+def _secondary_limit(
+    gh: FakeGitHub, method: str, *, points_per_minute: int | None = None, graphql: bool = False
+) -> Response | None:
     """Count this request against the secondary rate limits, or GitHub's refusal once a minute's
     points (or content-creating requests) are spent: 403 (or 429) with retry-after, while the
-    primary limit may have plenty left.
+    primary limit may have plenty left. ``graphql``: a GraphQL query, counted against the GraphQL
+    endpoint's own points a minute (``points_per_minute``), apart from the REST API's.
     https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit"""
     now = time.time()
-    spent = gh.state.secondary_spent
+    spent = gh.state.secondary_graphql_spent if graphql else gh.state.secondary_spent
+    if not graphql:
+        points_per_minute = gh.secondary_points_per_minute
     while spent and spent[0][0] <= now - 60:
         spent.popleft()
     writes = method not in ("GET", "HEAD", "OPTIONS")
     points = 5 if writes else 1
     # For each limit: what a minute allows, what this request costs, and what each counted one cost.
     limits = []
-    if gh.secondary_points_per_minute is not None:
-        limits.append((gh.secondary_points_per_minute, points, lambda entry: entry[1]))
-    if writes and gh.secondary_writes_per_minute is not None:
+    if points_per_minute is not None:
+        limits.append((points_per_minute, points, lambda entry: entry[1]))
+    if writes and not graphql and gh.secondary_writes_per_minute is not None:
         limits.append((gh.secondary_writes_per_minute, 1, lambda entry: int(entry[2])))
     wait, refused = 0.0, False
     for allowed, cost, cost_of in limits:

@@ -168,3 +168,20 @@ def test_scripted_faults_apply(fakegithub):
     fakegithub.add_fault("POST", r"/graphql$", status=502, times=1)
     assert post(fakegithub, "{ rateLimit { cost } }").status_code == 502
     assert post(fakegithub, "{ rateLimit { cost } }").status_code == 200
+
+
+def test_queries_have_their_own_secondary_limit_apart_from_the_rest_apis(fakegithub):
+    """GitHub: "no more than 900 points per minute are allowed for REST API endpoints, and no more
+    than 2,000 points per minute are allowed for the GraphQL API endpoint"."""
+    fakegithub.secondary_points_per_minute = 1
+    fakegithub.secondary_graphql_points_per_minute = 2
+    rest = f"{fakegithub.url}/repos/demo/pods"
+    auth = {"Authorization": f"token {TOKEN}"}
+    assert requests.get(rest, headers=auth, timeout=5).status_code == 200  # the REST minute's point
+    assert [post(fakegithub, "{ rateLimit { cost } }").status_code for _ in range(2)] == [200, 200]
+    refused = post(fakegithub, "{ rateLimit { cost } }")
+    assert refused.status_code == 403 and 55 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["message"].startswith("You have exceeded a secondary rate limit")
+    assert refused.headers["x-ratelimit-resource"] == "graphql"
+    assert refused.headers["x-ratelimit-remaining"] == "4998"  # the GraphQL limit's figures
+    assert requests.get(rest, headers=auth, timeout=5).status_code == 403  # the REST minute is spent
