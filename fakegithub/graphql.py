@@ -139,7 +139,7 @@ def query(gh: FakeGitHub, req: ApiRequest) -> Response:
         # A query without mutations: 1 point of the GraphQL endpoint's own secondary limit.
         throttled = _secondary_limit(gh, "GET", points_per_minute=limit, graphql=True)
         if throttled is not None:
-            throttled.headers.update(_answer(gh, {}).headers)  # the GraphQL limit's figures
+            throttled.headers.update(rate_headers(gh))  # the GraphQL limit's figures
             return throttled
     limited = gh.rate_limiting_enabled
     if limited and gh.state.graphql_remaining < QUERY_COST:
@@ -162,17 +162,21 @@ def query(gh: FakeGitHub, req: ApiRequest) -> Response:
 
 
 def _answer(gh: FakeGitHub, body: dict) -> Response:
-    headers = {}
-    if gh.rate_limiting_enabled:
-        remaining = max(0, gh.state.graphql_remaining)
-        headers = {
-            "x-ratelimit-limit": str(GRAPHQL_RATE_LIMIT),
-            "x-ratelimit-remaining": str(remaining),
-            "x-ratelimit-reset": str(gh.state.rate_reset),
-            "x-ratelimit-used": str(GRAPHQL_RATE_LIMIT - remaining),
-            "x-ratelimit-resource": "graphql",
-        }
-    return Response(200, body, headers)
+    return Response(200, body, rate_headers(gh))
+
+
+def rate_headers(gh: FakeGitHub) -> dict[str, str]:
+    """The GraphQL limit's x-ratelimit-* headers (none where rate limiting is disabled)."""
+    if not gh.rate_limiting_enabled:
+        return {}
+    remaining = max(0, gh.state.graphql_remaining)
+    return {
+        "x-ratelimit-limit": str(GRAPHQL_RATE_LIMIT),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(gh.state.rate_reset),
+        "x-ratelimit-used": str(GRAPHQL_RATE_LIMIT - remaining),
+        "x-ratelimit-resource": "graphql",
+    }
 
 
 def _error(exc: GraphQLError) -> dict:

@@ -448,6 +448,12 @@ def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], ra
         if fault.status is not None:
             with gh.state.lock:
                 extra = _rate_headers(gh)
+                if is_api and _api_path(gh, path) == "/graphql":
+                    # A GraphQL answer's x-ratelimit-* are the GraphQL limit's ("For GraphQL
+                    # requests, this will always be graphql"), a scripted one's too.
+                    from fakegithub import graphql
+
+                    extra = graphql.rate_headers(gh)
             response = Response(fault.status, fault.body, {**extra, **fault.headers})
             record.status = response.status
             return response

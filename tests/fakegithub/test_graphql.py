@@ -166,7 +166,13 @@ def test_ghes_serves_graphql_at_api_graphql_without_rate_limits():
 
 def test_scripted_faults_apply(fakegithub):
     fakegithub.add_fault("POST", r"/graphql$", status=502, times=1)
-    assert post(fakegithub, "{ rateLimit { cost } }").status_code == 502
+    failed = post(fakegithub, "{ rateLimit { cost } }")
+    assert failed.status_code == 502
+    # with the GraphQL limit's figures, as every answer of the endpoint
+    assert (failed.headers["x-ratelimit-resource"], failed.headers["x-ratelimit-remaining"]) == (
+        "graphql",
+        "5000",
+    )
     assert post(fakegithub, "{ rateLimit { cost } }").status_code == 200
 
 
