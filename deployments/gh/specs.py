@@ -16,7 +16,7 @@ from urllib.parse import quote
 from django.conf import settings
 
 from .client import _call, _conditional_get, _repo_url, state
-from .errors import GitHubAPIError
+from .errors import GitHubAPIError, _rate_limited
 
 # Parallel sub-tree listings when GitHub truncates the SPECS_PATH tree (see _specs_under).
 TREE_WALK_WORKERS = 8
@@ -216,7 +216,7 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
     )
     requester = state.client(writes=False).requester
 
-    def post() -> object:
+    def post() -> tuple[dict[str, str], object]:
         core = requester.rate_limiting, requester.rate_limiting_resettime
         status, headers, body = requester.requestJson(
             "POST", requester.graphql_url, input={"query": query, "variables": {"owner": owner, "name": name}}
@@ -233,12 +233,17 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
         if status >= 400:
             message = data if isinstance(data, dict) else {"message": f"non-JSON answer (HTTP {status})"}
             raise requester.createException(status, headers, message)
-        return data
+        return {k.lower(): v for k, v in headers.items()}, data
 
-    data = _call(post, not_found=f"GitHub's GraphQL API was not found at {requester.graphql_url}.")
+    headers, data = _call(post, not_found=f"GitHub's GraphQL API was not found at {requester.graphql_url}.")
     found = data.get("data") if isinstance(data, dict) else None
     repository = found.get("repository") if isinstance(found, dict) else None
     if not isinstance(repository, dict):
+        if _secondary_limited(data):
+            # "If you exceed a secondary rate limit, the response status will be 200 or 403, and
+            # you will receive an error message that indicates that you hit a secondary rate limit"
+            # https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api#exceeding-the-rate-limit
+            raise _rate_limited(headers)
         raise GitHubAPIError(f"GitHub's GraphQL API did not return the specs: {_graphql_errors(data)}")
     texts = {}
     for index, sha in enumerate(shas):
@@ -259,6 +264,16 @@ def _blob_id(text: str, like: str) -> str | None:
         return None
     digest = hashlib.sha1 if len(like) == 40 else hashlib.sha256
     return digest(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _secondary_limited(data: object) -> bool:
+    """Whether a GraphQL answer's ``errors`` say a secondary rate limit refused the query (GitHub's
+    words: "You have exceeded a secondary rate limit")."""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and "secondary rate limit" in str(e.get("message", ""))[:500].lower()
+        for e in errors
+    )
 
 
 def _graphql_errors(data: object) -> str:

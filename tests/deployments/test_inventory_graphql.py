@@ -130,13 +130,20 @@ def test_a_huge_error_message_is_logged_and_shown_on_one_short_line(gh, db, sett
     assert logged and all("\n" not in line and len(line) < 600 for line in logged)
 
 
-def test_a_secondary_limit_on_the_query_reads_nothing_more_until_a_later_view(gh, db, viewer_client, caplog):
+SECONDARY = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(403, {"message": SECONDARY}), (200, {"errors": [{"message": SECONDARY}]})],
+    ids=["403", "200-with-errors"],  # GitHub: "the response status will be 200 or 403"
+)
+def test_a_secondary_limit_on_the_query_reads_nothing_more_until_a_later_view(
+    gh, db, viewer_client, caplog, status, body
+):
     """GitHub refuses the query for a while: no burst of per-spec REST reads (they share the
     concurrency and CPU-time limits); the pods are listed as not loaded yet, then read."""
-    message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
-    gh.add_fault(
-        "POST", GRAPHQL, status=403, body={"message": message}, headers={"retry-after": "60"}, times=1
-    )
+    gh.add_fault("POST", GRAPHQL, status=status, body=body, headers={"retry-after": "60"}, times=1)
     gh.clear_requests()
     with caplog.at_level(logging.WARNING, logger="deployments.inventory"):
         response = viewer_client.get("/")
