@@ -56,6 +56,7 @@ TEXT_LIMIT = 512_000
 # "The minimum point value of a call to the GraphQL API is 1": what a query without connections costs.
 QUERY_COST = 1
 FORMING_CALLS_DOCS = "https://docs.github.com/graphql/guides/forming-calls-with-graphql"
+AUTH_DOCS = FORMING_CALLS_DOCS + "#authenticating-with-graphql"
 
 # The subset of GitHub's schema (names, arguments and nullability as in its public schema).
 SDL = """

@@ -542,6 +542,18 @@ def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
         return route.handler(gh, req, **params)
 
     kind, token = _authenticate(gh, req.headers)
+    if kind is None and token is None and path == "/graphql":
+        # GitHub's GraphQL endpoint words its 401 to a request without credentials its own way
+        # (as answered in carbon-design-system/carbon-tutorial-angular#1142 and cli/cli#8729).
+        from fakegithub import graphql
+
+        return Response(
+            401,
+            {
+                "message": "This endpoint requires you to be authenticated.",
+                "documentation_url": graphql.AUTH_DOCS,
+            },
+        )
     if kind is None:
         message = "Requires authentication" if token is None else "Bad credentials"
         return error(401, message)

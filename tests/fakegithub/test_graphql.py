@@ -142,7 +142,11 @@ def test_a_query_that_does_not_validate_has_errors_no_data_and_costs_nothing(fak
     assert no_query.json() == {
         "errors": [{"message": "A query attribute must be specified and must be a string."}]
     }
-    assert post(fakegithub, "{ rateLimit { cost } }", token=None).status_code == 401
+    anonymous = post(fakegithub, "{ rateLimit { cost } }", token=None)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["message"] == "This endpoint requires you to be authenticated."
+    wrong = post(fakegithub, "{ rateLimit { cost } }", token="ghp_wrong")
+    assert (wrong.status_code, wrong.json()["message"]) == (401, "Bad credentials")
 
 
 def test_past_the_graphql_limit_the_answer_is_200_with_an_error(fakegithub):
