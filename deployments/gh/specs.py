@@ -221,10 +221,12 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
         status, headers, body = requester.requestJson(
             "POST", requester.graphql_url, input={"query": query, "variables": {"owner": owner, "name": name}}
         )
-        if {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-resource") == "graphql":
-            # The answer's x-ratelimit-* are the GraphQL limit's ("For GraphQL requests, this will
-            # always be graphql"): keep the REST limit's figures, which the per-spec reads and
-            # INVENTORY_RATE_LIMIT_RESERVE go by.
+        if requester.rate_limiting != core[0] and requester.rate_limiting == _figures(headers):
+            # The answer's x-ratelimit-* are the GraphQL limit's ("x-ratelimit-resource: For
+            # GraphQL requests, this will always be graphql"), whether or not a proxy kept that
+            # header: keep the REST limit's figures, which the per-spec reads and
+            # INVENTORY_RATE_LIMIT_RESERVE go by, unless another thread's REST answer has set
+            # newer ones meanwhile (the client is shared).
             requester.rate_limiting, requester.rate_limiting_resettime = core
         try:
             data = json.loads(body) if body else None
@@ -264,6 +266,15 @@ def _blob_id(text: str, like: str) -> str | None:
         return None
     digest = hashlib.sha1 if len(like) == 40 else hashlib.sha256
     return digest(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _figures(headers: dict[str, str]) -> tuple[int, int] | None:
+    """(remaining, limit) as PyGithub reads them from an answer's x-ratelimit-* headers."""
+    said = {k.lower(): v for k, v in headers.items()}
+    try:
+        return int(float(said["x-ratelimit-remaining"])), int(float(said["x-ratelimit-limit"]))
+    except (KeyError, ValueError, OverflowError):
+        return None
 
 
 def _secondary_limited(data: object) -> bool:

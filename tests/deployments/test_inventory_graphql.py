@@ -161,6 +161,18 @@ def test_a_secondary_limit_on_the_query_reads_nothing_more_until_a_later_view(
     assert gh.count("POST", GRAPHQL) == 1 and blob_gets(gh) == []
 
 
+@pytest.mark.parametrize("resource", ["graphql", ""], ids=["said", "left-out-by-a-proxy"])
+def test_the_rest_limits_figures_are_kept_after_a_graphql_answer(gh, db, settings, resource):
+    """INVENTORY_RATE_LIMIT_RESERVE goes by the REST limit: the GraphQL answer's figures (3 points
+    left) must not stop the per-spec reads that follow, whether or not x-ratelimit-resource came."""
+    settings.INVENTORY_RATE_LIMIT_RESERVE = 100
+    headers = {"x-ratelimit-remaining": "3", "x-ratelimit-limit": "5000", "x-ratelimit-resource": resource}
+    gh.add_fault("POST", GRAPHQL, status=200, body={"data": {"repository": {}}}, headers=headers)
+    gh.clear_requests()
+    pods = inventory.list_pods()
+    assert all(pod.loaded for pod in pods) and len(blob_gets(gh)) == 6
+
+
 def test_blobs_graphql_did_not_return_whole_are_read_one_by_one(gh, db, settings, caplog):
     """Partial results (an error beside the data), a text that does not hash to its id, a
     truncated text, an answer about another object: only those are read again."""
