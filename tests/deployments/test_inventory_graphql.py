@@ -8,7 +8,7 @@ from django.core.cache import cache
 
 import fakegithub.graphql
 from deployments import inventory
-from tests.helpers import graphql_oids, put_pods, spec_blobs
+from tests.helpers import at_once, graphql_oids, put_pods, spec_blobs
 
 GRAPHQL = r"/graphql$"
 
@@ -229,3 +229,16 @@ def test_binary_and_oversize_specs_get_the_same_error_as_without_graphql(gh, db,
 
 def _text_of(gh, sha: str) -> str:
     return gh.state.store.blobs[sha].decode()
+
+
+def test_workers_listing_cold_at_once_each_write_the_batch_and_list_every_pod(gh_tx, settings):
+    """Each worker's GraphQL batch is cached in one transaction; workers doing it at once (the
+    same blobs, in the same order) neither deadlock nor fail, and every pod is listed."""
+    put_pods(gh_tx, 60)
+    reference = listing_without_graphql(settings)
+    gh_tx.clear_requests()
+    results = at_once(*[lambda: [astuple(pod) for pod in inventory.list_pods()]] * 4)
+    assert results == [reference] * 4
+    assert gh_tx.count("POST", GRAPHQL) >= 1 and blob_gets(gh_tx) == []
+    cached = cache.get_many([f"blob:{sha}" for sha in spec_blobs(gh_tx).values()])
+    assert len(cached) == len(reference)
