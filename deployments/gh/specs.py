@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,8 @@ from django.conf import settings
 
 from .client import _call, _conditional_get, _repo_url, state
 from .errors import GitHubAPIError, _rate_limited
+
+logger = logging.getLogger(__name__)
 
 # Parallel sub-tree listings when GitHub truncates the SPECS_PATH tree (see _specs_under).
 TREE_WALK_WORKERS = 8
@@ -255,6 +258,15 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
         text = blob.get("text")
         if isinstance(text, str) and _blob_id(text, sha) == sha:
             texts[sha] = text
+    if len(texts) < len(shas) and isinstance(data, dict) and data.get("errors"):
+        # Partial results: what GitHub said about the blobs it left out (e.g. FORBIDDEN for a
+        # token without Contents: read, a resource limit), for the log; the caller reads them by REST.
+        logger.warning(
+            "GitHub's GraphQL API left out %d of %d blobs: %s",
+            len(shas) - len(texts),
+            len(shas),
+            _graphql_errors(data),
+        )
     return texts
 
 

@@ -196,11 +196,14 @@ def test_blobs_graphql_did_not_return_whole_are_read_one_by_one(gh, db, settings
             "message": "resource limits exceeded"}]}  # fmt: skip
     gh.add_fault("POST", GRAPHQL, status=200, body=body)
     gh.clear_requests()
-    with caplog.at_level(logging.WARNING, logger="deployments.inventory"):
+    with caplog.at_level(logging.WARNING):
         pods = [astuple(pod) for pod in inventory.list_pods()]
     assert pods == reference
     assert sorted(blob_gets(gh)) == shas[1:]
     assert any("5 of 6 specs not read through GitHub's GraphQL API" in r.getMessage() for r in caplog.records)
+    # What GitHub said of the blobs it left out is in the log too.
+    said = "GitHub's GraphQL API left out 5 of 6 blobs: TIMEOUT resource limits exceeded"
+    assert any(r.getMessage() == said for r in caplog.records)
 
 
 def test_truncated_texts_from_the_emulator_fall_back(gh, db, settings, monkeypatch):
