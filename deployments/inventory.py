@@ -284,6 +284,19 @@ def _graphql_texts(missing: list[str], texts: dict[str, str]) -> list[str]:
         batch = missing[start : start + gh.GRAPHQL_BATCH]
         try:
             found = gh.get_blob_texts(batch)
+        except gh.GitHubRateLimitError as exc:
+            # A secondary limit: GitHub's primary GraphQL limit answers 200 with RATE_LIMITED (an
+            # error below). GitHub asks to "stop making requests temporarily", and the concurrency
+            # and CPU-time limits are shared by the REST and GraphQL APIs: a burst of per-spec
+            # REST reads now would be refused too and risks the token being blocked. The specs
+            # left are "not loaded yet", read on a later view.
+            # https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
+            logger.warning(
+                "pod listing: GitHub's GraphQL API refused the query (%s); %d specs are read on a later view",
+                exc.message,
+                len(missing) - start,
+            )
+            return []
         except gh.GitHubError as exc:
             logger.warning(
                 "pod listing: GitHub's GraphQL API failed (%s); reading %d specs one by one",

@@ -41,7 +41,8 @@ Control API (all thread-safe):
   not cover answers 403 "Resource not accessible by integration" (or "by personal access token")
   with ``x-accepted-github-permissions``.
 * secondary rate limits (settings, None = off): ``secondary_points_per_minute`` (GET 1, writes 5),
-  ``secondary_writes_per_minute``; past them ``secondary_limit_status`` (403 or 429) with
+  ``secondary_writes_per_minute``, ``secondary_graphql_points_per_minute`` (the GraphQL
+  endpoint's own, a query 1 point); past them ``secondary_limit_status`` (403 or 429) with
   ``retry-after``.
 * ``webhook_loss`` (setting): the share of deliveries lost (0.0 to 1.0) or a predicate of the
   ``Delivery``; a lost one is never posted nor retried (``error`` says so).

@@ -26,7 +26,9 @@ What GitHub does, as documented:
   as every query of this subset, costs the minimum, 1. The x-ratelimit-* headers describe it
   with ``x-ratelimit-resource: graphql``; past the limit the status "will still be 200" with an
   error (type ``RATE_LIMITED``) and ``x-ratelimit-remaining: 0``. A query is 1 point of the
-  secondary limit (2,000 a minute for GraphQL, counted with the REST ones here).
+  GraphQL endpoint's own secondary limit (2,000 a minute, apart from the REST API's 900;
+  ``secondary_graphql_points_per_minute``).
+  https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits
   https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api
 - Latency and scripted faults apply as to every API call (routes.handle): a 502/504 with
   "We couldn't respond to your request in time" is how GitHub ends a query after 10 seconds;
@@ -54,6 +56,7 @@ TEXT_LIMIT = 512_000
 # "The minimum point value of a call to the GraphQL API is 1": what a query without connections costs.
 QUERY_COST = 1
 FORMING_CALLS_DOCS = "https://docs.github.com/graphql/guides/forming-calls-with-graphql"
+AUTH_DOCS = FORMING_CALLS_DOCS + "#authenticating-with-graphql"
 
 # The subset of GitHub's schema (names, arguments and nullability as in its public schema).
 SDL = """
@@ -132,9 +135,12 @@ def query(gh: FakeGitHub, req: ApiRequest) -> Response:
         )
     if variables is not None and not isinstance(variables, dict):
         return _answer(gh, {"errors": [{"message": "Variables are invalid JSON."}]})
-    if gh.secondary_points_per_minute is not None:
-        throttled = _secondary_limit(gh, "GET")  # a query without mutations: 1 point
+    limit = gh.secondary_graphql_points_per_minute
+    if limit is not None:
+        # A query without mutations: 1 point of the GraphQL endpoint's own secondary limit.
+        throttled = _secondary_limit(gh, "GET", points_per_minute=limit, graphql=True)
         if throttled is not None:
+            throttled.headers.update(rate_headers(gh))  # the GraphQL limit's figures
             return throttled
     limited = gh.rate_limiting_enabled
     if limited and gh.state.graphql_remaining < QUERY_COST:
@@ -157,17 +163,21 @@ def query(gh: FakeGitHub, req: ApiRequest) -> Response:
 
 
 def _answer(gh: FakeGitHub, body: dict) -> Response:
-    headers = {}
-    if gh.rate_limiting_enabled:
-        remaining = max(0, gh.state.graphql_remaining)
-        headers = {
-            "x-ratelimit-limit": str(GRAPHQL_RATE_LIMIT),
-            "x-ratelimit-remaining": str(remaining),
-            "x-ratelimit-reset": str(gh.state.rate_reset),
-            "x-ratelimit-used": str(GRAPHQL_RATE_LIMIT - remaining),
-            "x-ratelimit-resource": "graphql",
-        }
-    return Response(200, body, headers)
+    return Response(200, body, rate_headers(gh))
+
+
+def rate_headers(gh: FakeGitHub) -> dict[str, str]:
+    """The GraphQL limit's x-ratelimit-* headers (none where rate limiting is disabled)."""
+    if not gh.rate_limiting_enabled:
+        return {}
+    remaining = max(0, gh.state.graphql_remaining)
+    return {
+        "x-ratelimit-limit": str(GRAPHQL_RATE_LIMIT),
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": str(gh.state.rate_reset),
+        "x-ratelimit-used": str(GRAPHQL_RATE_LIMIT - remaining),
+        "x-ratelimit-resource": "graphql",
+    }
 
 
 def _error(exc: GraphQLError) -> dict:

@@ -448,6 +448,12 @@ def handle(gh: FakeGitHub, method: str, target: str, headers: dict[str, str], ra
         if fault.status is not None:
             with gh.state.lock:
                 extra = _rate_headers(gh)
+                if is_api and _api_path(gh, path) == "/graphql":
+                    # A GraphQL answer's x-ratelimit-* are the GraphQL limit's ("For GraphQL
+                    # requests, this will always be graphql"), a scripted one's too.
+                    from fakegithub import graphql
+
+                    extra = graphql.rate_headers(gh)
             response = Response(fault.status, fault.body, {**extra, **fault.headers})
             record.status = response.status
             return response
@@ -536,6 +542,18 @@ def _api(gh: FakeGitHub, req: ApiRequest, path: str) -> Response:
         return route.handler(gh, req, **params)
 
     kind, token = _authenticate(gh, req.headers)
+    if kind is None and token is None and path == "/graphql":
+        # GitHub's GraphQL endpoint words its 401 to a request without credentials its own way
+        # (as answered in carbon-design-system/carbon-tutorial-angular#1142 and cli/cli#8729).
+        from fakegithub import graphql
+
+        return Response(
+            401,
+            {
+                "message": "This endpoint requires you to be authenticated.",
+                "documentation_url": graphql.AUTH_DOCS,
+            },
+        )
     if kind is None:
         message = "Requires authentication" if token is None else "Bad credentials"
         return error(401, message)
@@ -608,22 +626,27 @@ SECONDARY_LIMIT_DOCS = (
 )
 
 
-def _secondary_limit(gh: FakeGitHub, method: str) -> Response | None:
+def _secondary_limit(
+    gh: FakeGitHub, method: str, *, points_per_minute: int | None = None, graphql: bool = False
+) -> Response | None:
     """Count this request against the secondary rate limits, or GitHub's refusal once a minute's
     points (or content-creating requests) are spent: 403 (or 429) with retry-after, while the
-    primary limit may have plenty left.
+    primary limit may have plenty left. ``graphql``: a GraphQL query, counted against the GraphQL
+    endpoint's own points a minute (``points_per_minute``), apart from the REST API's.
     https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit"""
     now = time.time()
-    spent = gh.state.secondary_spent
+    spent = gh.state.secondary_graphql_spent if graphql else gh.state.secondary_spent
+    if not graphql:
+        points_per_minute = gh.secondary_points_per_minute
     while spent and spent[0][0] <= now - 60:
         spent.popleft()
     writes = method not in ("GET", "HEAD", "OPTIONS")
     points = 5 if writes else 1
     # For each limit: what a minute allows, what this request costs, and what each counted one cost.
     limits = []
-    if gh.secondary_points_per_minute is not None:
-        limits.append((gh.secondary_points_per_minute, points, lambda entry: entry[1]))
-    if writes and gh.secondary_writes_per_minute is not None:
+    if points_per_minute is not None:
+        limits.append((points_per_minute, points, lambda entry: entry[1]))
+    if writes and not graphql and gh.secondary_writes_per_minute is not None:
         limits.append((gh.secondary_writes_per_minute, 1, lambda entry: int(entry[2])))
     wait, refused = 0.0, False
     for allowed, cost, cost_of in limits:

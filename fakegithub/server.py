@@ -124,6 +124,11 @@ class FakeGitHub:
             # Content-creating requests (POST, PATCH, PUT, DELETE) a minute, None: off; github.com
             # allows 80 ("no more than 80 content-generating requests per minute"), same page.
             secondary_writes_per_minute=None,
+            # The GraphQL endpoint's own secondary limit in points a minute (a query without
+            # mutations is 1 point), None: off. github.com: "no more than 900 points per minute are
+            # allowed for REST API endpoints, and no more than 2,000 points per minute are allowed
+            # for the GraphQL API endpoint" (same page): a query spends none of the REST API's.
+            secondary_graphql_points_per_minute=None,
             secondary_limit_status=403,
             # The share of webhook deliveries lost on the way (0.0 to 1.0), or a predicate of the
             # Delivery saying whether it is lost. GitHub does not redeliver a failed delivery by itself

@@ -152,6 +152,8 @@ class State:
             self.accounts = Accounts()
             # (time, points, content-creating) of the requests counted by the secondary rate limits.
             self.secondary_spent: deque[tuple[float, int, bool]] = deque()
+            # The same for GraphQL queries, which GitHub counts apart (fakegithub.graphql).
+            self.secondary_graphql_spent: deque[tuple[float, int, bool]] = deque()
             self.rate_limit = DEFAULT_RATE_LIMIT
             self.rate_remaining = DEFAULT_RATE_LIMIT
             self.rate_reset = int(time.time()) + 3600

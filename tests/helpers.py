@@ -7,6 +7,8 @@ import re
 import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 
 from django.contrib.auth.models import Group, Permission, User
 from django.db import connection
@@ -62,24 +64,7 @@ def logged_in_client(user) -> Client:
 def post_concurrently(user, payloads: list[dict]) -> list:
     """POST every payload to /deploy/ at the same moment, one thread (and DB connection) each."""
     clients = [logged_in_client(user) for _ in payloads]
-    results: list = [None] * len(payloads)
-    barrier = threading.Barrier(len(payloads), timeout=30)
-
-    def worker(i):
-        barrier.wait()
-        try:
-            results[i] = clients[i].post("/deploy/", payloads[i])
-        except Exception as exc:  # reported by the caller's assertions
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(payloads))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
+    return at_once(*[partial(c.post, "/deploy/", p) for c, p in zip(clients, payloads, strict=True)])
 
 
 WEBHOOK_SECRET = "test-webhook-secret"  # what tests.conftest.use_emulator configures
@@ -188,3 +173,27 @@ def spec_blobs(gh) -> dict[str, str]:
 def graphql_oids(request) -> list[str]:
     """The blob ids a recorded GraphQL request asked for (its ``object(oid: "...")`` aliases)."""
     return re.findall(r'object\(oid: "([0-9a-f]+)"\)', request.json["query"])
+
+
+def at_once(*calls: Callable[[], object]) -> list:
+    """Run every call in its own thread, released together by a barrier; each thread closes its
+    database connection. Returns the results in order (an exception stands for its result)."""
+    barrier = threading.Barrier(len(calls), timeout=30)
+    results: list = [None] * len(calls)
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = calls[i]()
+        except Exception as exc:  # reported by the caller's assertions
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results

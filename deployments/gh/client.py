@@ -30,7 +30,7 @@ from django.db import DatabaseError
 from github import Auth, GithubException
 from urllib3.util.retry import Retry
 
-from .errors import GitHubAuthError, GitHubError, _describe, _translate
+from .errors import GitHubAPIError, GitHubAuthError, GitHubError, _describe, _translate
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +289,14 @@ def _call(
             forbidden=forbidden
             or f"The portal's GitHub credentials cannot read {settings.GH_REPO}. "
             "A classic token needs the 'repo' scope; a fine-grained token or app needs Contents: read.",
+        ) from None
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # An answer PyGithub (or the caller) could not read: a rate-limit header that is no number
+        # ("x-ratelimit-remaining: nan", int(float(...)) in PyGithub's Requester), JSON nested past
+        # the recursion limit. GitHub's answers are untrusted: a clear error, never a 500.
+        logger.warning("GitHub call failed: its answer could not be read (%s)", type(exc).__name__)
+        raise GitHubAPIError(
+            "GitHub's answer could not be read (malformed headers or body). Try again in a minute."
         ) from None
 
 

@@ -97,7 +97,7 @@ def _translate(
         return GitHubError("Unexpected error while talking to GitHub. The details are in the server log.")
     headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
     data = exc.data if isinstance(exc.data, dict) else {}
-    message = str(data.get("message") or "").strip()
+    message = _said(data.get("message"))
     remaining = headers.get("x-ratelimit-remaining")
     if exc.status in (403, 429) and (
         remaining == "0" or "retry-after" in headers or "rate limit" in message.lower()
@@ -201,8 +201,19 @@ def _unprocessable(message: str) -> GitHubValidationError:
     return GitHubValidationError(f"GitHub refused the request: {message}", title="Request Rejected")
 
 
+# The most of GitHub's own words an error message or a log line quotes.
+SAID_LIMIT = 300
+
+
+def _said(message: object) -> str:
+    """GitHub's ``message``, untrusted: on one line (no forged log lines) and at most SAID_LIMIT
+    characters (a proxy's page or a huge string is neither logged nor shown whole)."""
+    said = " ".join(str(message or "").split())
+    return said if len(said) <= SAID_LIMIT else said[: SAID_LIMIT - 1] + "…"
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, GithubException):
         message = exc.data.get("message") if isinstance(exc.data, dict) else ""
-        return f"{exc.status} {message}"
+        return f"{exc.status} {_said(message)}"
     return type(exc).__name__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,9 @@ from urllib.parse import quote
 from django.conf import settings
 
 from .client import _call, _conditional_get, _repo_url, state
-from .errors import GitHubAPIError
+from .errors import GitHubAPIError, _rate_limited
+
+logger = logging.getLogger(__name__)
 
 # Parallel sub-tree listings when GitHub truncates the SPECS_PATH tree (see _specs_under).
 TREE_WALK_WORKERS = 8
@@ -216,15 +219,17 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
     )
     requester = state.client(writes=False).requester
 
-    def post() -> object:
+    def post() -> tuple[dict[str, str], object]:
         core = requester.rate_limiting, requester.rate_limiting_resettime
         status, headers, body = requester.requestJson(
             "POST", requester.graphql_url, input={"query": query, "variables": {"owner": owner, "name": name}}
         )
-        if {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-resource") == "graphql":
-            # The answer's x-ratelimit-* are the GraphQL limit's ("For GraphQL requests, this will
-            # always be graphql"): keep the REST limit's figures, which the per-spec reads and
-            # INVENTORY_RATE_LIMIT_RESERVE go by.
+        if requester.rate_limiting != core[0] and requester.rate_limiting == _figures(headers):
+            # The answer's x-ratelimit-* are the GraphQL limit's ("x-ratelimit-resource: For
+            # GraphQL requests, this will always be graphql"), whether or not a proxy kept that
+            # header: keep the REST limit's figures, which the per-spec reads and
+            # INVENTORY_RATE_LIMIT_RESERVE go by, unless another thread's REST answer has set
+            # newer ones meanwhile (the client is shared).
             requester.rate_limiting, requester.rate_limiting_resettime = core
         try:
             data = json.loads(body) if body else None
@@ -233,12 +238,17 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
         if status >= 400:
             message = data if isinstance(data, dict) else {"message": f"non-JSON answer (HTTP {status})"}
             raise requester.createException(status, headers, message)
-        return data
+        return {k.lower(): v for k, v in headers.items()}, data
 
-    data = _call(post, not_found=f"GitHub's GraphQL API was not found at {requester.graphql_url}.")
+    headers, data = _call(post, not_found=f"GitHub's GraphQL API was not found at {requester.graphql_url}.")
     found = data.get("data") if isinstance(data, dict) else None
     repository = found.get("repository") if isinstance(found, dict) else None
     if not isinstance(repository, dict):
+        if _secondary_limited(data):
+            # "If you exceed a secondary rate limit, the response status will be 200 or 403, and
+            # you will receive an error message that indicates that you hit a secondary rate limit"
+            # https://docs.github.com/en/graphql/overview/rate-limits-and-query-limits-for-the-graphql-api#exceeding-the-rate-limit
+            raise _rate_limited(headers)
         raise GitHubAPIError(f"GitHub's GraphQL API did not return the specs: {_graphql_errors(data)}")
     texts = {}
     for index, sha in enumerate(shas):
@@ -248,6 +258,15 @@ def get_blob_texts(shas: Sequence[str]) -> dict[str, str]:
         text = blob.get("text")
         if isinstance(text, str) and _blob_id(text, sha) == sha:
             texts[sha] = text
+    if len(texts) < len(shas) and isinstance(data, dict) and data.get("errors"):
+        # Partial results: what GitHub said about the blobs it left out (e.g. FORBIDDEN for a
+        # token without Contents: read, a resource limit), for the log; the caller reads them by REST.
+        logger.warning(
+            "GitHub's GraphQL API left out %d of %d blobs: %s",
+            len(shas) - len(texts),
+            len(shas),
+            _graphql_errors(data),
+        )
     return texts
 
 
@@ -259,6 +278,25 @@ def _blob_id(text: str, like: str) -> str | None:
         return None
     digest = hashlib.sha1 if len(like) == 40 else hashlib.sha256
     return digest(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _figures(headers: dict[str, str]) -> tuple[int, int] | None:
+    """(remaining, limit) as PyGithub reads them from an answer's x-ratelimit-* headers."""
+    said = {k.lower(): v for k, v in headers.items()}
+    try:
+        return int(float(said["x-ratelimit-remaining"])), int(float(said["x-ratelimit-limit"]))
+    except (KeyError, ValueError, OverflowError):
+        return None
+
+
+def _secondary_limited(data: object) -> bool:
+    """Whether a GraphQL answer's ``errors`` say a secondary rate limit refused the query (GitHub's
+    words: "You have exceeded a secondary rate limit")."""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and "secondary rate limit" in str(e.get("message", ""))[:500].lower()
+        for e in errors
+    )
 
 
 def _graphql_errors(data: object) -> str:

@@ -10,45 +10,19 @@ emulator received.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from deployments import podspec
 from deployments.models import DeploymentRequest
 from deployments.services import deployment_requests_sync
-from tests.helpers import dispatches, form, logged_in_client, make_user, replay
+from tests.helpers import at_once, dispatches, form, logged_in_client, make_user, replay
 
 pytestmark = pytest.mark.usefixtures("review_flow")
 
 THREADS = 8
-
-
-def at_once(*calls: Callable[[], object]) -> list:
-    """Run every call in its own thread, released together by a barrier; each thread closes its
-    database connection. Returns the results in order (an exception stands for its result)."""
-    barrier = threading.Barrier(len(calls), timeout=30)
-    results: list = [None] * len(calls)
-
-    def worker(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = calls[i]()
-        except Exception as exc:  # reported by the caller's assertions
-            results[i] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 def post(client, path: str, data: dict | None = None) -> Callable[[], object]:

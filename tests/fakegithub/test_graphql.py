@@ -142,7 +142,11 @@ def test_a_query_that_does_not_validate_has_errors_no_data_and_costs_nothing(fak
     assert no_query.json() == {
         "errors": [{"message": "A query attribute must be specified and must be a string."}]
     }
-    assert post(fakegithub, "{ rateLimit { cost } }", token=None).status_code == 401
+    anonymous = post(fakegithub, "{ rateLimit { cost } }", token=None)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["message"] == "This endpoint requires you to be authenticated."
+    wrong = post(fakegithub, "{ rateLimit { cost } }", token="ghp_wrong")
+    assert (wrong.status_code, wrong.json()["message"]) == (401, "Bad credentials")
 
 
 def test_past_the_graphql_limit_the_answer_is_200_with_an_error(fakegithub):
@@ -166,5 +170,28 @@ def test_ghes_serves_graphql_at_api_graphql_without_rate_limits():
 
 def test_scripted_faults_apply(fakegithub):
     fakegithub.add_fault("POST", r"/graphql$", status=502, times=1)
-    assert post(fakegithub, "{ rateLimit { cost } }").status_code == 502
+    failed = post(fakegithub, "{ rateLimit { cost } }")
+    assert failed.status_code == 502
+    # with the GraphQL limit's figures, as every answer of the endpoint
+    assert (failed.headers["x-ratelimit-resource"], failed.headers["x-ratelimit-remaining"]) == (
+        "graphql",
+        "5000",
+    )
     assert post(fakegithub, "{ rateLimit { cost } }").status_code == 200
+
+
+def test_queries_have_their_own_secondary_limit_apart_from_the_rest_apis(fakegithub):
+    """GitHub: "no more than 900 points per minute are allowed for REST API endpoints, and no more
+    than 2,000 points per minute are allowed for the GraphQL API endpoint"."""
+    fakegithub.secondary_points_per_minute = 1
+    fakegithub.secondary_graphql_points_per_minute = 2
+    rest = f"{fakegithub.url}/repos/demo/pods"
+    auth = {"Authorization": f"token {TOKEN}"}
+    assert requests.get(rest, headers=auth, timeout=5).status_code == 200  # the REST minute's point
+    assert [post(fakegithub, "{ rateLimit { cost } }").status_code for _ in range(2)] == [200, 200]
+    refused = post(fakegithub, "{ rateLimit { cost } }")
+    assert refused.status_code == 403 and 55 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["message"].startswith("You have exceeded a secondary rate limit")
+    assert refused.headers["x-ratelimit-resource"] == "graphql"
+    assert refused.headers["x-ratelimit-remaining"] == "4998"  # the GraphQL limit's figures
+    assert requests.get(rest, headers=auth, timeout=5).status_code == 403  # the REST minute is spent

@@ -41,6 +41,10 @@ def test_app_lists_pods_with_an_installation_token(app_gh, viewer_client):
     assert "acme-prod-web" in response.content.decode()
     assert app_gh.count("POST", r"^/app/installations/42/access_tokens$") == 1
     assert {r.headers["authorization"].split("_")[0] for r in repo_calls(app_gh)} == {"token ghs"}
+    # The specs' text in one GraphQL query with the same installation token, not the per-spec fallback.
+    [query] = [r for r in app_gh.requests if r.method == "POST" and r.path == "/graphql"]
+    assert (query.status, query.headers["authorization"].split("_")[0]) == (200, "token ghs")
+    assert not [r for r in app_gh.requests if "/git/blobs/" in r.path]
 
 
 def test_app_deploys_and_links_the_run(app_gh, deployer_client):
