@@ -52,6 +52,10 @@ class Pod:
         return self.spec is not None
 
 
+# Searches remembered per listing (per process): a page of results and its neighbours.
+SEARCHES_KEPT = 16
+
+
 class Listing:
     """The parsed pods of one tree version, indexed for lookups."""
 
@@ -66,10 +70,21 @@ class Listing:
             f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in pods
         ]
 
+        self._found: dict[str, list[Pod]] = {}  # the last few searches' answers
+
     def search(self, query: str) -> list[Pod]:
-        """The pods whose "customer/environment instance_name" contains ``query`` (any case)."""
+        """The pods whose "customer/environment instance_name" contains ``query`` (any case).
+
+        A listing never changes, so the answer to a query is kept with it (the last
+        SEARCHES_KEPT queries): paging through a search does not scan every pod again."""
         query = query.lower()
-        return [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
+        found = self._found.get(query)
+        if found is None:
+            found = [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
+            if len(self._found) >= SEARCHES_KEPT:
+                self._found.pop(next(iter(self._found)))
+            self._found[query] = found
+        return found
 
 
 # Per process: the listing of the last tree version seen, so a page view does not unpickle

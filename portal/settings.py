@@ -121,7 +121,12 @@ CACHES = {
         "OPTIONS": {"MAX_ENTRIES": 1_000_000},
     },
     # Rendered page fragments, per process: cheap to rebuild, keyed by what they show.
-    "fragments": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fragments"},
+    # A page of the pods page is ~50 KB: a few dozen pages, searches and versions at most per worker.
+    "fragments": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "fragments",
+        "OPTIONS": {"MAX_ENTRIES": 64},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
