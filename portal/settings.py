@@ -69,7 +69,8 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     # First: refuses any sign-in of a locked-out username and address before a password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, with a user's permissions read in one query (accounts/backends.py).
+    "accounts.backends.PortalModelBackend",
     # Single sign-on with the company's OpenID Provider (accounts/oidc.py); inert without OIDC_ISSUER.
     "accounts.oidc.PortalOIDCBackend",
 ]
