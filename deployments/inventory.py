@@ -11,11 +11,13 @@ limit, and the parsed inventory is served from the cache; for a few seconds afte
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -32,7 +34,8 @@ NO_SPEC = "0" * 40
 BLOB_FETCH_WORKERS = 8
 
 
-@dataclass(frozen=True)
+# slots: each worker keeps every pod in memory (issue 18: a worker's RSS at 10,000 pods).
+@dataclasses.dataclass(frozen=True, slots=True)
 class Pod:
     customer: str
     environment: str
@@ -64,13 +67,18 @@ class Listing:
         self.truncated = truncated  # GitHub cut the tree short: some pods may be missing
         self.version = version  # changes whenever the tree (or the rules) change
         self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
-        self.by_key = {pod.key: pod for pod in pods}
-        # What the pods page's search matches, lowercased once per listing (not per view).
-        self._search_keys = [
-            f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in pods
-        ]
-
         self._found: dict[str, list[Pod]] = {}  # the last few searches' answers
+
+    # The indexes are made on first use, once per listing: a worker that only shows pages of
+    # the list does not keep them (issue 18: RSS at 10,000 pods).
+    @functools.cached_property
+    def by_key(self) -> dict[str, Pod]:
+        return {pod.key: pod for pod in self.pods}
+
+    @functools.cached_property
+    def _search_keys(self) -> list[str]:
+        """What the pods page's search matches, lowercased once per listing (not per view)."""
+        return [f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in self.pods]
 
     def search(self, query: str) -> list[Pod]:
         """The pods whose "customer/environment instance_name" contains ``query`` (any case).
@@ -97,7 +105,7 @@ def _cache_key() -> str:
         [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
         + sorted(settings.ALLOWED_INSTANCE_TYPES)
     )
-    return "inventory:v4:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+    return "inventory:v5:" + hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
 def _pods_key(base: str, sha: str) -> str:
@@ -213,7 +221,9 @@ def _build(entries: tuple[gh.TreeEntry, ...], previous: dict[tuple[str, str], Po
     for entry in entries:
         parts = entry.path.split("/")[prefix_parts:]
         if len(parts) == 3:  # <customer>/<environment>/spec.yml
-            wanted.append((entry, parts[0], parts[1]))
+            # Interned: a customer's pods, every pod of an environment and its spec share one
+            # string each, in memory and in the cached pickle (which keeps shared objects shared).
+            wanted.append((entry, sys.intern(parts[0]), sys.intern(parts[1])))
     texts = _blob_texts(
         {
             entry.sha
@@ -297,4 +307,7 @@ def _parse(entry: gh.TreeEntry, customer: str, environment: str, text: str) -> P
     if (spec.customer, spec.environment) != (customer, environment):
         error = f"spec says {spec.pod} but lives under {customer}/{environment}"
         return Pod(customer, environment, entry.path, entry.sha, text, None, error)
+    spec = dataclasses.replace(
+        spec, customer=customer, environment=environment, instance_type=sys.intern(spec.instance_type)
+    )
     return Pod(customer, environment, entry.path, entry.sha, text, spec)
