@@ -95,6 +95,10 @@ class Listing:
         return found
 
 
+# The parsed listing is cached in parts of this many pods (~250 KB pickled): loading it after a
+# change never holds a whole 10,000-pod pickle in a worker (issue 18: RSS at 10,000 pods).
+PODS_PER_CACHE_ENTRY = 1000
+
 # Per process: the listing of the last tree version seen, so a page view does not unpickle
 # a thousand pods from the shared cache when nothing changed.
 _memo: dict[str, Listing] = {}
@@ -105,7 +109,7 @@ def _cache_key() -> str:
         [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
         + sorted(settings.ALLOWED_INSTANCE_TYPES)
     )
-    return "inventory:v5:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+    return "inventory:v6:" + hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
 def _pods_key(base: str, sha: str) -> str:
@@ -119,9 +123,25 @@ def _listing(base: str, sha: str) -> Listing | None:
         cached = cache.get(key)
         if cached is None:
             return None
+        pods: list[Pod] = []
+        for part in range(cached["parts"]):
+            # One part at a time: a worker never holds the whole pickled listing at once.
+            chunk = cache.get(f"{key}:{part}")
+            if chunk is None:  # evicted: the listing is made again from the cached blobs
+                return None
+            pods += chunk
         _memo.clear()
-        listing = _memo[key] = Listing(cached["pods"], version=key, truncated=cached["truncated"])
+        listing = _memo[key] = Listing(pods, version=key, truncated=cached["truncated"])
     return listing
+
+
+def _store(key: str, pods: list[Pod], truncated: bool) -> None:
+    """Cache ``pods`` under ``key`` in parts of PODS_PER_CACHE_ENTRY, the head last."""
+    timeout = 7 * 24 * 3600
+    parts = range(0, len(pods), PODS_PER_CACHE_ENTRY)
+    for part, start in enumerate(parts):
+        cache.set(f"{key}:{part}", pods[start : start + PODS_PER_CACHE_ENTRY], timeout=timeout)
+    cache.set(key, {"parts": len(parts), "truncated": truncated}, timeout=timeout)
 
 
 def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
@@ -162,7 +182,7 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     if not all(pod.loaded for pod in pods):
         # Not kept under this tree's SHA: the next view asks again and fetches the rest.
         return Listing(pods, f"{key}:partial:{len(pods)}", tree.truncated)
-    cache.set(key, {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
+    _store(key, pods, tree.truncated)
     cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
 

@@ -85,3 +85,25 @@ def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh
     page = client.get("/").content.decode()
     assert f'href="/requests/{request.pk}/"' in page  # the pod's last deployment and "running now"
     assert "No deployment is running." not in page
+
+
+def test_listing_is_cached_in_parts_and_a_lost_part_costs_only_the_tree(gh, db, monkeypatch):
+    """A worker reads the cached listing a part at a time (never a whole 10,000-pod pickle);
+    when a part was evicted the listing is made again from the cached blobs: the trees only."""
+    monkeypatch.setattr(inventory, "PODS_PER_CACHE_ENTRY", 4)
+    inventory._memo.clear()
+    listed = [pod.key for pod in inventory.list_pods()]
+    assert len(listed) == 6
+    key = next(iter(inventory._memo))
+    assert cache.get(key)["parts"] == 2 and len(cache.get(f"{key}:1")) == 2
+
+    inventory._memo.clear()  # another worker: reads the parts
+    gh.clear_requests()
+    assert [pod.key for pod in inventory.list_pods(revalidate=False)] == listed
+    assert gh.count() == 0
+
+    inventory._memo.clear()
+    cache.delete(f"{key}:1")
+    gh.clear_requests()
+    assert [pod.key for pod in inventory.list_pods(revalidate=False)] == listed
+    assert gh.requests and all("/git/trees/" in r.path for r in gh.requests), gh.requests
