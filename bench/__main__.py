@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -82,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             print(f"bench: {name}…", flush=True)
-            rows += step()
+            try:
+                rows += step()
+            except Exception as exc:  # the other scenarios' rows are still printed
+                traceback.print_exc()
+                rows.append(report.Row(f"{name}: failed", "—", {}, "—", {}, met=False, notes=[repr(exc)]))
             print(f"bench: {name} done in {time.perf_counter() - t0:.1f} s", flush=True)
     if "postgres" in wanted:
         t0 = time.perf_counter()

@@ -679,6 +679,7 @@ def scale(stack: Stack, cfg: Config, session: requests.Session) -> list[Row]:
     listing before would have: a cold listing of 10,000 pods is another row (and would spend
     more than the emulated token's hourly quota)."""
     before = stack.pods
+    stack.gh.set_rate_limit(remaining=5000)  # a new hour: the scenarios before spent the quota
     stack.grow_pods(cfg.scale_pods)
     started = time.perf_counter()
     stack.prime_blob_cache(before, cfg.scale_pods)
@@ -704,6 +705,7 @@ def sync(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> li
     once with nothing known (every run read), then again with nothing changed (target: only
     304s, which cost no rate limit)."""
     needed = cfg.sync_requests
+    stack.gh.set_rate_limit(remaining=5000)  # a new hour: the scenarios before spent the quota
     stack.grow_pods(max(stack.pods, pods.peek() + needed))
     # The requests: real deploys through the portal (GitHub answering at once, to be quick).
     latency, stack.gh.latency = stack.gh.latency, 0.0
