@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             load_seconds=3,
             page_views=100,
             sync_requests=20,
+            diagnostics=False,
         )
     wanted = set((args.only or ",".join(QUICK if args.quick else ALL)).split(","))
     started = time.perf_counter()

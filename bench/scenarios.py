@@ -46,6 +46,7 @@ class Config:
     page_views: int = 1000
     scale_pods: int = 10_000  # the scale rows: warm page and worker memory at this many pods
     sync_requests: int = 500  # active requests the sync row brings up to date
+    diagnostics: bool = True  # the throughput row's extra wrk runs (off with --quick)
 
 
 class Pods:
@@ -536,10 +537,16 @@ def _wrk(wrk: str, url: str, cookie: str, cfg: Config, headers: dict[str, str] |
 
 
 def throughput(
-    stack: Stack, cfg: Config, session: requests.Session, *, diagnostics: bool = True, target: float = 0.8
+    stack: Stack,
+    cfg: Config,
+    session: requests.Session,
+    *,
+    diagnostics: bool | None = None,
+    target: float = 0.8,
 ) -> list[Row]:
     """The warm pods page against the bare /health/live view (wrk, same run); ``diagnostics``:
     also the page revalidating on every view, a login-only floor and GitHub at 0 latency."""
+    diagnostics = cfg.diagnostics if diagnostics is None else diagnostics
     wrk = ensure_wrk()
     if wrk is None:
         return [
