@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import traceback
 from dataclasses import asdict
+from pathlib import Path
 
-from . import report, scenarios
+from . import postgres, report, scenarios
 from .stack import Stack
+
+ALL = (
+    "inventory",
+    "deploy",
+    "api",
+    "concurrency",
+    "review",
+    "health",
+    "throughput",
+    "memory",
+    "live",
+    "sync",
+    "scale",
+)
+ALL += ("postgres",)
+# --quick: about a minute; no 10,000-pod rows and no PostgreSQL run (ask for them with --only).
+QUICK = ("inventory", "deploy", "api", "concurrency", "review", "health", "throughput", "memory", "sync")
 
 GENERAL_NOTES = [
     "Emulator: fakegithub in-process on 127.0.0.1 with {latency:.0f} ms added to every API call; "
@@ -27,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, sizes 10 and 100 only")
     parser.add_argument(
         "--only",
-        default="inventory,deploy,api,concurrency,review,health,throughput,memory,live",
-        help="comma list of scenarios to run",
+        default=None,
+        help=f"comma list of scenarios to run (default: {','.join(ALL)}; with --quick: {','.join(QUICK)})",
     )
+    parser.add_argument("--rows-out", help="also write the rows as JSON to this file (the PostgreSQL run)")
     args = parser.parse_args(argv)
     cfg = scenarios.Config(latency=args.latency)
     if args.quick:
@@ -46,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             health_seconds=3,
             load_seconds=3,
             page_views=100,
+            sync_requests=20,
+            diagnostics=False,
         )
-    wanted = set(args.only.split(","))
+    wanted = set((args.only or ",".join(QUICK if args.quick else ALL)).split(","))
     started = time.perf_counter()
     rows: list[report.Row] = []
     print(f"bench: latency {cfg.latency * 1000:.0f} ms per GitHub call; starting emulator and gunicorn…")
@@ -65,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             ("memory", lambda: scenarios.memory(stack, cfg)),
             ("live", lambda: scenarios.live(stack, cfg, session, pods)),
             ("api", lambda: scenarios.api(stack, cfg, session, pods)),
+            ("sync", lambda: scenarios.sync(stack, cfg, session, pods)),
+            ("scale", lambda: scenarios.scale(stack, cfg, session)),
         ]
         if "inventory" not in wanted:
             stack.grow_pods(cfg.sizes[-1])
@@ -73,9 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             print(f"bench: {name}…", flush=True)
-            rows += step()
+            try:
+                rows += step()
+            except Exception as exc:  # the other scenarios' rows are still printed
+                traceback.print_exc()
+                rows.append(report.Row(f"{name}: failed", "—", {}, "—", {}, met=False, notes=[repr(exc)]))
             print(f"bench: {name} done in {time.perf_counter() - t0:.1f} s", flush=True)
+    if "postgres" in wanted:
+        t0 = time.perf_counter()
+        print("bench: postgres (deploy and throughput on PostgreSQL, scripts/test_postgres.sh)…", flush=True)
+        rows += postgres.rows(latency=cfg.latency, quick=args.quick)
+        print(f"bench: postgres done in {time.perf_counter() - t0:.1f} s", flush=True)
     elapsed = time.perf_counter() - started
+    if args.rows_out:
+        Path(args.rows_out).write_text(json.dumps([asdict(row) for row in rows], default=str))
     general = [note.format(latency=cfg.latency * 1000) for note in GENERAL_NOTES]
     print()
     print(report.table(rows))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -218,6 +219,36 @@ class Stack:
             path.write_text(spec_text(index))
         self.gh.load_dir(staging, under="pods")
         self.pods = total
+
+    def prime_blob_cache(self, start: int, end: int) -> None:
+        """Put the spec blobs of pods ``start``..``end`` (as ``grow_pods`` wrote them) in the
+        portal's blob cache, as an earlier listing would have: a scale row measures warm views,
+        and a cold listing of 10,000 pods would spend the emulated token's hourly quota."""
+        from fakegithub._git import blob_sha
+
+        entries = {}
+        for index in range(start, end):
+            text = spec_text(index)
+            entries[f"blob:{blob_sha(text.encode())}"] = text
+        path = self.tmp / "blobs.json"
+        path.write_text(json.dumps(entries))
+        self.manage(
+            "shell",
+            "-c",
+            "import json, pathlib\nfrom django.core.cache import cache\nfrom django.db import transaction\n"
+            f"entries = json.loads(pathlib.Path({str(path)!r}).read_text())\n"
+            "with transaction.atomic(): cache.set_many(entries, timeout=None)",
+        )
+
+    def manage_output(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def login(self) -> requests.Session:
         """A deployer's session: GET the login form for the CSRF cookie, POST the credentials."""

@@ -13,11 +13,13 @@ limit, and the parsed inventory is served from the cache; for a few seconds afte
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -35,7 +37,8 @@ NO_SPEC = "0" * 40
 BLOB_FETCH_WORKERS = 8
 
 
-@dataclass(frozen=True)
+# slots: each worker keeps every pod in memory (issue 18: a worker's RSS at 10,000 pods).
+@dataclasses.dataclass(frozen=True, slots=True)
 class Pod:
     customer: str
     environment: str
@@ -55,6 +58,10 @@ class Pod:
         return self.spec is not None
 
 
+# Searches remembered per listing (per process): a page of results and its neighbours.
+SEARCHES_KEPT = 16
+
+
 class Listing:
     """The parsed pods of one tree version, indexed for lookups."""
 
@@ -63,17 +70,37 @@ class Listing:
         self.truncated = truncated  # GitHub cut the tree short: some pods may be missing
         self.version = version  # changes whenever the tree (or the rules) change
         self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
-        self.by_key = {pod.key: pod for pod in pods}
-        # What the pods page's search matches, lowercased once per listing (not per view).
-        self._search_keys = [
-            f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in pods
-        ]
+        self._found: dict[str, list[Pod]] = {}  # the last few searches' answers
+
+    # The indexes are made on first use, once per listing: a worker that only shows pages of
+    # the list does not keep them (issue 18: RSS at 10,000 pods).
+    @functools.cached_property
+    def by_key(self) -> dict[str, Pod]:
+        return {pod.key: pod for pod in self.pods}
+
+    @functools.cached_property
+    def _search_keys(self) -> list[str]:
+        """What the pods page's search matches, lowercased once per listing (not per view)."""
+        return [f"{pod.key} {pod.spec.instance_name if pod.spec else ''}".lower() for pod in self.pods]
 
     def search(self, query: str) -> list[Pod]:
-        """The pods whose "customer/environment instance_name" contains ``query`` (any case)."""
-        query = query.lower()
-        return [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
+        """The pods whose "customer/environment instance_name" contains ``query`` (any case).
 
+        A listing never changes, so the answer to a query is kept with it (the last
+        SEARCHES_KEPT queries): paging through a search does not scan every pod again."""
+        query = query.lower()
+        found = self._found.get(query)
+        if found is None:
+            found = [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
+            if len(self._found) >= SEARCHES_KEPT:
+                self._found.pop(next(iter(self._found)))
+            self._found[query] = found
+        return found
+
+
+# The parsed listing is cached in parts of this many pods (~250 KB pickled): loading it after a
+# change never holds a whole 10,000-pod pickle in a worker (issue 18: RSS at 10,000 pods).
+PODS_PER_CACHE_ENTRY = 1000
 
 # Per process: the listing of the last tree version seen, so a page view does not unpickle
 # a thousand pods from the shared cache when nothing changed.
@@ -85,7 +112,7 @@ def _cache_key() -> str:
         [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
         + sorted(settings.ALLOWED_INSTANCE_TYPES)
     )
-    return "inventory:v4:" + hashlib.sha256(config.encode()).hexdigest()[:32]
+    return "inventory:v6:" + hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
 def _pods_key(base: str, sha: str) -> str:
@@ -99,9 +126,25 @@ def _listing(base: str, sha: str) -> Listing | None:
         cached = cache.get(key)
         if cached is None:
             return None
+        pods: list[Pod] = []
+        for part in range(cached["parts"]):
+            # One part at a time: a worker never holds the whole pickled listing at once.
+            chunk = cache.get(f"{key}:{part}")
+            if chunk is None:  # evicted: the listing is made again from the cached blobs
+                return None
+            pods += chunk
         _memo.clear()
-        listing = _memo[key] = Listing(cached["pods"], version=key, truncated=cached["truncated"])
+        listing = _memo[key] = Listing(pods, version=key, truncated=cached["truncated"])
     return listing
+
+
+def _store(key: str, pods: list[Pod], truncated: bool) -> None:
+    """Cache ``pods`` under ``key`` in parts of PODS_PER_CACHE_ENTRY, the head last."""
+    timeout = 7 * 24 * 3600
+    parts = range(0, len(pods), PODS_PER_CACHE_ENTRY)
+    for part, start in enumerate(parts):
+        cache.set(f"{key}:{part}", pods[start : start + PODS_PER_CACHE_ENTRY], timeout=timeout)
+    cache.set(key, {"parts": len(parts), "truncated": truncated}, timeout=timeout)
 
 
 def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
@@ -142,7 +185,7 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     if not all(pod.loaded for pod in pods):
         # Not kept under this tree's SHA: the next view asks again and fetches the rest.
         return Listing(pods, f"{key}:partial:{len(pods)}", tree.truncated)
-    cache.set(key, {"pods": pods, "truncated": tree.truncated}, timeout=7 * 24 * 3600)
+    _store(key, pods, tree.truncated)
     cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
 
@@ -201,7 +244,9 @@ def _build(entries: tuple[gh.TreeEntry, ...], previous: dict[tuple[str, str], Po
     for entry in entries:
         parts = entry.path.split("/")[prefix_parts:]
         if len(parts) == 3:  # <customer>/<environment>/spec.yml
-            wanted.append((entry, parts[0], parts[1]))
+            # Interned: a customer's pods, every pod of an environment and its spec share one
+            # string each, in memory and in the cached pickle (which keeps shared objects shared).
+            wanted.append((entry, sys.intern(parts[0]), sys.intern(parts[1])))
     texts = _blob_texts(
         {
             entry.sha
@@ -329,4 +374,7 @@ def _parse(entry: gh.TreeEntry, customer: str, environment: str, text: str) -> P
     if (spec.customer, spec.environment) != (customer, environment):
         error = f"spec says {spec.pod} but lives under {customer}/{environment}"
         return Pod(customer, environment, entry.path, entry.sha, text, None, error)
+    spec = dataclasses.replace(
+        spec, customer=customer, environment=environment, instance_type=sys.intern(spec.instance_type)
+    )
     return Pod(customer, environment, entry.path, entry.sha, text, spec)

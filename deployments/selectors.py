@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Max, QuerySet
 
 from . import lifecycle
 from .models import DeploymentEvent, DeploymentRequest
@@ -62,12 +62,6 @@ def pod_activity() -> dict[str, DeploymentRequest]:
     return {
         r.pod: r for r in DeploymentRequest.objects.filter(id__in=latest_ids).select_related("requested_by")
     }
-
-
-def activity_stamp() -> str:
-    """Changes whenever a deployment request is created or updated."""
-    stamp = DeploymentRequest.objects.aggregate(latest=Max("updated_at"), count=Count("id"))
-    return f"{stamp['count']}:{stamp['latest'].timestamp() if stamp['latest'] else 0}"
 
 
 def requests_filtered(*, pod: str = "", status: str = "", user: str = "") -> QuerySet[DeploymentRequest]:

@@ -156,12 +156,18 @@ def deployment_request_create(
         idempotency_key=idempotency_key,
         expected_spec_sha=expected_spec(expected_spec_sha=expected_spec_sha, current=current),
     )
-    existing = selectors.request_by_key(idempotency_key)
-    if existing:
-        return _same_submission(existing, inputs), False
-    spec_check(expected_spec_sha=expected_spec_sha, current=current)
-    if current is not None and current.spec == spec:
-        raise NothingToDeploy(spec.pod)
+    # A key seen before is found by the INSERT's unique constraint (no lookup first: issue 18,
+    # statements per deploy), or here when the values would be refused anyway: once the first
+    # submission landed, its spec is the pod's and a resubmission would read "nothing to deploy".
+    try:
+        spec_check(expected_spec_sha=expected_spec_sha, current=current)
+        if current is not None and current.spec == spec:
+            raise NothingToDeploy(spec.pod)
+    except (SpecChanged, NothingToDeploy):
+        existing = selectors.request_by_key(idempotency_key)
+        if existing:
+            return _same_submission(existing, inputs), False
+        raise
     flow, approval_required = review_policy(spec.environment)
     try:
         with transaction.atomic():

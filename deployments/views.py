@@ -54,27 +54,28 @@ def page_not_found(request, exception: Exception) -> HttpResponse:
 
 @require_GET
 def pod_list(request):
+    """The pods, a page at a time. A warm view reads the listing's version and the requests'
+    stamp (one query) and reuses the page's content rendered for that pair; the per-pod work
+    (the last deployment of each pod, the "running now" list) is done only when it changed."""
     listing = inventory.listing()
     query = request.GET.get("q", "").strip().lower()
-    pods = listing.pods
-    if query:
-        pods = listing.search(query)  # keys lowercased once per listing
+    pods = listing.search(query) if query else listing.pods  # memoised per listing and query
     page = Paginator(pods, PODS_PER_PAGE).get_page(request.GET.get("page"))
+    stamp = live.activity_stamp()
+    running = SimpleLazyObject(live.running_now)
     context = {
         "page": page,
         "pods": pods,
         "query": query,
         "truncated": listing.truncated,
         "incomplete": listing.incomplete,
-        # The rendered rows are reused until the specs or any request change (or a minute passes).
-        "rows_version": f"{listing.version}:{selectors.activity_stamp()}:{query}:{page.number}",
+        # The rendered content is reused until the specs or any request change (or a minute passes:
+        # the "ago" of the last deployments).
+        "content_version": f"{listing.version}:{stamp.etag}:{query}:{page.number}",
         "activity": SimpleLazyObject(selectors.pod_activity),
-    }
-    running = live.running_now()
-    context |= {
         "running": running,
-        "stamp": live.activity_stamp(),
-        "poll_seconds": live.pods_poll_seconds(running),
+        "stamp": stamp,
+        "poll_seconds": SimpleLazyObject(lambda: live.pods_poll_seconds(list(running))),
     }
     return render(request, "deployments/pod_list.html", context)
 

@@ -72,7 +72,8 @@ MIDDLEWARE = [
 AUTHENTICATION_BACKENDS = [
     # First: refuses any sign-in of a locked-out username and address before a password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, with a user's permissions read in one query (accounts/backends.py).
+    "accounts.backends.PortalModelBackend",
     # Single sign-on with the company's OpenID Provider (accounts/oidc.py); inert without OIDC_ISSUER.
     "accounts.oidc.PortalOIDCBackend",
     # Sign in with GitHub (accounts/github.py); inert without GITHUB_OAUTH_CLIENT_ID.
@@ -126,7 +127,12 @@ CACHES = {
         "OPTIONS": {"MAX_ENTRIES": 1_000_000},
     },
     # Rendered page fragments, per process: cheap to rebuild, keyed by what they show.
-    "fragments": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "fragments"},
+    # A page of the pods page is ~50 KB: a few dozen pages, searches and versions at most per worker.
+    "fragments": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "fragments",
+        "OPTIONS": {"MAX_ENTRIES": 64},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -62,3 +62,48 @@ def test_search_matches_pod_and_instance_name_in_any_case(gh, db, viewer_client)
     assert listing.search("nothing-like-it") == []
     page = viewer_client.get("/?q=Acme-Prod").content.decode()
     assert "acme/prod" in page and "acme/staging" not in page
+
+
+def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh_window, deployer):
+    """A warm view reads the session, the user, the listing's version and the requests' stamp:
+    no per-pod query, no "running now" query; a new request shows at once on the next view."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.helpers import logged_in_client, make_request
+
+    client = logged_in_client(deployer)
+    client.get("/")  # cold: lists the pods, renders the page
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get("/").content.decode()
+    assert "acme/prod" in page and "No deployment is running." in page
+    tables = [q["sql"].split(" FROM ", 1)[1].split()[0] for q in queries]
+    assert tables == ['"django_session"', '"auth_user"', '"portal_cache"', '"deployments_deploymentrequest"']
+    assert "MAX(" in queries[-1]["sql"]  # the stamp, not the requests themselves
+
+    request = make_request(deployer, customer="acme", environment="prod", status="dispatched")
+    page = client.get("/").content.decode()
+    assert f'href="/requests/{request.pk}/"' in page  # the pod's last deployment and "running now"
+    assert "No deployment is running." not in page
+
+
+def test_listing_is_cached_in_parts_and_a_lost_part_costs_only_the_tree(gh, db, monkeypatch):
+    """A worker reads the cached listing a part at a time (never a whole 10,000-pod pickle);
+    when a part was evicted the listing is made again from the cached blobs: the trees only."""
+    monkeypatch.setattr(inventory, "PODS_PER_CACHE_ENTRY", 4)
+    inventory._memo.clear()
+    listed = [pod.key for pod in inventory.list_pods()]
+    assert len(listed) == 6
+    key = next(iter(inventory._memo))
+    assert cache.get(key)["parts"] == 2 and len(cache.get(f"{key}:1")) == 2
+
+    inventory._memo.clear()  # another worker: reads the parts
+    gh.clear_requests()
+    assert [pod.key for pod in inventory.list_pods(revalidate=False)] == listed
+    assert gh.count() == 0
+
+    inventory._memo.clear()
+    cache.delete(f"{key}:1")
+    gh.clear_requests()
+    assert [pod.key for pod in inventory.list_pods(revalidate=False)] == listed
+    assert gh.requests and all("/git/trees/" in r.path for r in gh.requests), gh.requests

@@ -1,9 +1,10 @@
 """SQL statements and write transactions the portal spends on a deploy (issue 18: deploy overhead).
 
 What POST /deploy/ costs the database on top of GitHub's round trip, after a preview (the
-inventory is warm): the session, the user and its permissions, the inventory's cache entry,
-the idempotency-key lookup, then two write transactions: the request is saved (with its
-``pending`` event) before GitHub is called, and moved to ``dispatched`` (with its event) after.
+inventory is warm): the session, the user and its permissions (one query), the inventory's
+cache entry, then two write transactions: the request is saved (with its ``pending`` event)
+before GitHub is called, and moved to ``dispatched`` (with its event) after. A key seen before
+is found by the INSERT's unique constraint, not by a lookup first.
 A change that adds a statement or a transaction fails here and must say why it is worth it.
 """
 
@@ -13,8 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from deployments.models import DeploymentEvent, DeploymentRequest
 from tests.helpers import EDIT_ACME_PROD, form
 
-# SELECTs: session, user, user permissions, group permissions, inventory cache entry, request by key.
-MAX_SELECTS = 6
+# SELECTs: session, user, its permissions (one query), inventory cache entry.
+MAX_SELECTS = 4
 # Writes: INSERT request + INSERT event (one transaction), UPDATE request + INSERT event (another).
 WRITES = ["INSERT", "INSERT", "UPDATE", "INSERT"]
 
@@ -23,7 +24,7 @@ def _verb(sql: str) -> str:
     return sql.split(None, 1)[0].upper()
 
 
-def test_deploy_spends_six_reads_and_two_write_transactions(gh_tx, deployer_client):
+def test_deploy_spends_four_reads_and_two_write_transactions(gh_tx, deployer_client):
     data = form(EDIT_ACME_PROD)
     deployer_client.post("/deploy/preview/", data)  # the inventory is warm, as after a preview
     with CaptureQueriesContext(connection) as captured:
@@ -45,3 +46,37 @@ def test_deploy_spends_six_reads_and_two_write_transactions(gh_tx, deployer_clie
     assert "SAVEPOINT" not in verbs, verbs  # no nested transaction
     if connection.vendor == "sqlite":  # BEGIN/COMMIT are visible statements on SQLite only
         assert verbs.count("BEGIN") == verbs.count("COMMIT") == 2, verbs
+
+
+def test_permissions_are_read_in_one_query_with_djangos_answers(db, django_assert_num_queries):
+    """accounts.backends.PortalModelBackend: the user's and their groups' permissions together."""
+    from django.contrib.auth.backends import ModelBackend
+    from django.contrib.auth.models import Permission, User
+
+    from tests.helpers import make_user
+
+    direct = make_user(username="direct")
+    direct.user_permissions.add(Permission.objects.get(codename="view_deploymentrequest"))
+    both = make_user(username="both", deployer=True, approver=True)
+    both.user_permissions.add(Permission.objects.get(codename="view_deploymentrequest"))
+    users = [
+        direct,
+        both,
+        make_user(username="deployer", deployer=True),
+        make_user(username="nobody"),
+        make_user(username="root", superuser=True),
+    ]
+    inactive = make_user(username="gone", deployer=True)
+    inactive.is_active = False
+    inactive.save()
+    for user in [*users, inactive]:
+        expected = ModelBackend().get_all_permissions(User.objects.get(pk=user.pk))
+        fresh = User.objects.get(pk=user.pk)
+        with django_assert_num_queries(0 if user is inactive else 1):
+            assert fresh.get_all_permissions() == expected
+            assert fresh.has_perm("deployments.add_deploymentrequest") == (
+                "deployments.add_deploymentrequest" in expected
+            )
+    assert User.objects.get(username="deployer").has_perm("deployments.add_deploymentrequest")
+    assert not User.objects.get(username="nobody").has_perm("deployments.add_deploymentrequest")
+    assert User.objects.get(username="direct").has_perm("deployments.view_deploymentrequest")
