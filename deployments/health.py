@@ -90,20 +90,34 @@ def _publish_finished_probe() -> None:
         cache.delete(PROBE_LOCK_KEY)
 
 
-def _start_probe() -> bool:
-    """Start a probe in this process unless one runs here or another worker holds the lock."""
+def _fresh(entry: dict[str, Any] | None) -> bool:
+    return entry is not None and time.time() - entry["checked_at"] < settings.HEALTH_CACHE_SECONDS
+
+
+def _start_probe() -> tuple[bool, dict[str, Any] | None]:
+    """Start a probe in this process unless one runs here or another worker holds the lock.
+
+    Returns whether a probe started, and the fresh report found once the lock was taken: the
+    caller read the report before taking the lock, and a probe that ended in between (in another
+    worker or thread) published its report before releasing the lock. Probing again would cost
+    GitHub a second probe in the same period.
+    """
     global _probe
     with _probe_guard:
         if _probe is not None and cache.get(PROBE_LOCK_KEY) == _probe.token:
-            return False
+            return False, None
         # A probe of ours whose lock expired is left to finish; its report is not published.
         probe = _Probe(token=secrets.token_hex(16))
         if not cache.add(PROBE_LOCK_KEY, probe.token, timeout=_lock_seconds()):
-            return False
+            return False, None
+        published: dict[str, Any] | None = cache.get(REPORT_KEY)
+        if _fresh(published):
+            cache.delete(PROBE_LOCK_KEY)  # ours: taken above, far from expiring
+            return False, published
         probe.thread = threading.Thread(target=probe.run, name="health-github-probe", daemon=True)
         probe.thread.start()
         _probe = probe
-        return True
+        return True, None
 
 
 def wait_for_probe(timeout: float) -> bool:
@@ -119,9 +133,12 @@ def wait_for_probe(timeout: float) -> bool:
 def _github_entry() -> dict[str, Any] | None:
     _publish_finished_probe()
     entry: dict[str, Any] | None = cache.get(REPORT_KEY)
-    if entry is not None and time.time() - entry["checked_at"] < settings.HEALTH_CACHE_SECONDS:
+    if _fresh(entry):
         return entry
-    if _start_probe() and entry is None:
+    started, published = _start_probe()
+    if published is not None:
+        return published
+    if started and entry is None:
         wait_for_probe(FIRST_PROBE_WAIT_SECONDS)
         _publish_finished_probe()
         entry = cache.get(REPORT_KEY)

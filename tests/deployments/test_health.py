@@ -1,7 +1,7 @@
 import time
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 
 from deployments import health
 
@@ -310,3 +310,31 @@ def test_no_report_while_another_worker_probes_answers_at_once(gh, viewer_client
     assert response.status_code == 503
     assert response.json()["reason"] == "GitHub probe still running."
     assert gh.count() == 0
+
+
+def test_report_published_just_before_taking_the_lock_is_not_probed_again(gh, client, monkeypatch):
+    """Another worker's probe ends between this request's read of the report and its taking the lock.
+
+    That worker published its report, then released the lock: the lock is free, but GitHub was
+    probed this period already (the bench's storm saw two probes in 10 s this way).
+    """
+    client.get("/health")
+    report = cache.get(health.REPORT_KEY)["report"]
+    cache.delete(health.REPORT_KEY)  # a new deployment: no report yet, the other worker probing
+    gh.clear_requests()
+    backend = caches["default"]
+    real_add = backend.add
+
+    def add_after_the_other_worker_published(key, *args, **kwargs):
+        if "probe-lock" in key and cache.get(health.REPORT_KEY) is None:
+            cache.set(health.REPORT_KEY, {"report": report, "checked_at": time.time()}, timeout=None)
+        return real_add(key, *args, **kwargs)
+
+    monkeypatch.setattr(backend, "add", add_after_the_other_worker_published)
+
+    response = client.get("/health")
+
+    assert (response.status_code, response.json()) == (200, {"status": "healthy"})
+    assert gh.count() == 0
+    assert health.wait_for_probe(0)
+    assert cache.get(health.PROBE_LOCK_KEY) is None  # released for the next period's probe
