@@ -7,11 +7,13 @@ monitoring storm costs GitHub one probe per period. The probe thread touches onl
 report is handed back in memory and published to the cache by the next /health request of the
 same process (the thread writes nothing to the database).
 
-Only when no report exists at all (a new deployment, a cleared cache) does the request that
-starts the probe wait for it, at most FIRST_PROBE_WAIT_SECONDS: a healthy GitHub answers in a
-fraction of that, so a new instance is ready on its first readiness check. With a slow GitHub
-that request, and every other one until the report exists, answers 503 "GitHub probe still
-running": one thread held for a second at most, never a worker's threads for GitHub's timeout.
+Only when no report exists at all (a new deployment, a cleared cache) do requests wait for the
+first probe: the one that starts it and every one arriving while it runs, in any worker, until
+its report is published or FIRST_PROBE_WAIT_SECONDS after the probe started. A healthy GitHub
+answers in a fraction of that, so a new instance answers its first readiness checks, a monitor's
+storm included, from the first probe. With a slow GitHub they answer 503 "GitHub probe still
+running" once the probe is a second old: threads are held for the first second at most, never
+for GitHub's timeout.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from . import gh
 logger = logging.getLogger(__name__)
 
 REPORT_KEY = "health:github:report"  # {"report": HealthReport as a dict, "checked_at": epoch s}
-PROBE_LOCK_KEY = "health:github:probe-lock"  # the token of the probe that holds it
+PROBE_LOCK_KEY = "health:github:probe-lock"  # {"token": the holding probe's, "started": epoch s}
 FIRST_PROBE_WAIT_SECONDS = 1.0
+FIRST_REPORT_POLL_SECONDS = 0.02  # how often a request waiting on another worker's probe looks
 
 
 @dataclasses.dataclass
@@ -76,6 +79,15 @@ def _lock_seconds() -> int:
     return settings.HEALTH_CACHE_SECONDS + 3 * settings.GITHUB_TIMEOUT
 
 
+def _lock() -> tuple[str | None, float | None]:
+    """The token of the probe holding the lock and when it started (None, None: nobody holds it)."""
+    value = cache.get(PROBE_LOCK_KEY)
+    if not isinstance(value, dict):
+        return (value if isinstance(value, str) else None), None  # an older portal's lock: the token
+    token, started = value.get("token"), value.get("started")
+    return (token if isinstance(token, str) else None), (started if isinstance(started, float) else None)
+
+
 def _publish_finished_probe() -> None:
     """Store this process's finished probe in the shared cache, if its lock is still its own."""
     global _probe
@@ -85,25 +97,40 @@ def _publish_finished_probe() -> None:
             return
         _probe = None
     # A lock that expired or was cleared meanwhile belongs to a newer probe: this report is older.
-    if cache.get(PROBE_LOCK_KEY) == probe.token:
+    if _lock()[0] == probe.token:
         cache.set(REPORT_KEY, {"report": probe.report, "checked_at": probe.checked_at}, timeout=None)
         cache.delete(PROBE_LOCK_KEY)
 
 
-def _start_probe() -> bool:
-    """Start a probe in this process unless one runs here or another worker holds the lock."""
+def _fresh(entry: dict[str, Any] | None) -> bool:
+    return entry is not None and time.time() - entry["checked_at"] < settings.HEALTH_CACHE_SECONDS
+
+
+def _start_probe() -> dict[str, Any] | None:
+    """Start a probe in this process unless one runs here or another worker holds the lock.
+
+    Returns the fresh report found once the lock was taken, if any (then no probe starts): the
+    caller read the report before taking the lock, and a probe that ended in between (in another
+    worker or thread) published its report before releasing the lock. Probing again would cost
+    GitHub a second probe in the same period.
+    """
     global _probe
     with _probe_guard:
-        if _probe is not None and cache.get(PROBE_LOCK_KEY) == _probe.token:
-            return False
+        if _probe is not None and _lock()[0] == _probe.token:
+            return None
         # A probe of ours whose lock expired is left to finish; its report is not published.
         probe = _Probe(token=secrets.token_hex(16))
-        if not cache.add(PROBE_LOCK_KEY, probe.token, timeout=_lock_seconds()):
-            return False
+        lock = {"token": probe.token, "started": time.time()}
+        if not cache.add(PROBE_LOCK_KEY, lock, timeout=_lock_seconds()):
+            return None
+        published: dict[str, Any] | None = cache.get(REPORT_KEY)
+        if _fresh(published):
+            cache.delete(PROBE_LOCK_KEY)  # ours: taken above, far from expiring
+            return published
         probe.thread = threading.Thread(target=probe.run, name="health-github-probe", daemon=True)
         probe.thread.start()
         _probe = probe
-        return True
+        return None
 
 
 def wait_for_probe(timeout: float) -> bool:
@@ -116,15 +143,36 @@ def wait_for_probe(timeout: float) -> bool:
     return True
 
 
+def _await_first_report() -> dict[str, Any] | None:
+    """The first report, waited for while the probe that holds the lock is under a second old."""
+    _, started = _lock()
+    now = time.time()
+    # A probe started on another host is trusted no further than this host's clock.
+    deadline = min(started, now) + FIRST_PROBE_WAIT_SECONDS if started is not None else now
+    while True:
+        remaining = deadline - time.time()
+        with _probe_guard:
+            thread = _probe.thread if _probe is not None else None
+        if thread is not None and remaining > 0:
+            thread.join(remaining)  # this process's probe: its report is published just below
+        _publish_finished_probe()
+        entry: dict[str, Any] | None = cache.get(REPORT_KEY)
+        remaining = deadline - time.time()
+        if entry is not None or remaining <= 0:
+            return entry
+        time.sleep(min(FIRST_REPORT_POLL_SECONDS, remaining))  # another worker's probe
+
+
 def _github_entry() -> dict[str, Any] | None:
     _publish_finished_probe()
     entry: dict[str, Any] | None = cache.get(REPORT_KEY)
-    if entry is not None and time.time() - entry["checked_at"] < settings.HEALTH_CACHE_SECONDS:
+    if _fresh(entry):
         return entry
-    if _start_probe() and entry is None:
-        wait_for_probe(FIRST_PROBE_WAIT_SECONDS)
-        _publish_finished_probe()
-        entry = cache.get(REPORT_KEY)
+    published = _start_probe()
+    if published is not None:
+        return published
+    if entry is None:
+        entry = _await_first_report()
     return entry
 
 
