@@ -44,6 +44,14 @@ PARTS = [
     ("template rendering", "django.shortcuts", "render"),
     ("activity stamp", "deployments.live", "activity_stamp"),
     ("running now", "deployments.live", "running_now"),
+    # The database's share of the parts above, as the worker waits for it (a round trip to the
+    # server on PostgreSQL, a call into the library on SQLite): every statement (on PostgreSQL
+    # psycopg sends a transaction's BEGIN before its first one), every COMMIT, and PostgreSQL's
+    # health check (SELECT 1 before a request's first query, CONN_HEALTH_CHECKS; gunicorn runs
+    # it, Django's test client used here does not: it skips close_old_connections).
+    ("database: statements (BEGIN included)", "django.db.backends.utils", "CursorWrapper._execute"),
+    ("database: COMMIT", "django.db.backends.base.base", "BaseDatabaseWrapper._commit"),
+    ("database: health check", "django.db.backends.postgresql.base", "DatabaseWrapper.is_usable"),
 ]
 
 
