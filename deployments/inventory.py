@@ -183,8 +183,10 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
         logger.warning("GitHub truncated the tree of %s: the pod list is incomplete", settings.GH_REPO)
     key = _pods_key(base, tree.sha)
     if not all(pod.loaded for pod in pods):
-        # Not kept under this tree's SHA: the next view asks again and fetches the rest.
-        return Listing(pods, f"{key}:partial:{len(pods)}", tree.truncated)
+        # Not kept under this tree's SHA: the next view asks again and fetches the rest. The
+        # version counts the specs read, so content rendered for fewer is not shown again.
+        read = sum(pod.loaded for pod in pods)
+        return Listing(pods, f"{key}:partial:{read}/{len(pods)}", tree.truncated)
     _store(key, pods, tree.truncated)
     cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
