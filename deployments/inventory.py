@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -71,6 +72,7 @@ class Listing:
         self.version = version  # changes whenever the tree (or the rules) change
         self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
         self._found: dict[str, list[Pod]] = {}  # the last few searches' answers
+        self._found_lock = threading.Lock()
 
     # The indexes are made on first use, once per listing: a worker that only shows pages of
     # the list does not keep them (issue 18: RSS at 10,000 pods).
@@ -92,9 +94,12 @@ class Listing:
         found = self._found.get(query)
         if found is None:
             found = [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
-            if len(self._found) >= SEARCHES_KEPT:
-                self._found.pop(next(iter(self._found)))
-            self._found[query] = found
+            # A worker's threads share the listing: two evicting the same oldest search at once
+            # failed the page (KeyError, or the dict changing size while read).
+            with self._found_lock:
+                if len(self._found) >= SEARCHES_KEPT:
+                    del self._found[next(iter(self._found))]
+                self._found[query] = found
         return found
 
 
