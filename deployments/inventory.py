@@ -18,6 +18,7 @@ import functools
 import hashlib
 import logging
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -71,6 +72,7 @@ class Listing:
         self.version = version  # changes whenever the tree (or the rules) change
         self.incomplete = not all(pod.loaded for pod in pods)  # some blobs are still to fetch
         self._found: dict[str, list[Pod]] = {}  # the last few searches' answers
+        self._found_lock = threading.Lock()
 
     # The indexes are made on first use, once per listing: a worker that only shows pages of
     # the list does not keep them (issue 18: RSS at 10,000 pods).
@@ -92,9 +94,12 @@ class Listing:
         found = self._found.get(query)
         if found is None:
             found = [pod for pod, key in zip(self.pods, self._search_keys, strict=True) if query in key]
-            if len(self._found) >= SEARCHES_KEPT:
-                self._found.pop(next(iter(self._found)))
-            self._found[query] = found
+            # A worker's threads share the listing: two evicting the same oldest search at once
+            # failed the page (KeyError, or the dict changing size while read).
+            with self._found_lock:
+                if len(self._found) >= SEARCHES_KEPT:
+                    del self._found[next(iter(self._found))]
+                self._found[query] = found
         return found
 
 
@@ -183,8 +188,10 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
         logger.warning("GitHub truncated the tree of %s: the pod list is incomplete", settings.GH_REPO)
     key = _pods_key(base, tree.sha)
     if not all(pod.loaded for pod in pods):
-        # Not kept under this tree's SHA: the next view asks again and fetches the rest.
-        return Listing(pods, f"{key}:partial:{len(pods)}", tree.truncated)
+        # Not kept under this tree's SHA: the next view asks again and fetches the rest. The
+        # version counts the specs read, so content rendered for fewer is not shown again.
+        read = sum(pod.loaded for pod in pods)
+        return Listing(pods, f"{key}:partial:{read}/{len(pods)}", tree.truncated)
     _store(key, pods, tree.truncated)
     cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)

@@ -107,3 +107,36 @@ def test_listing_is_cached_in_parts_and_a_lost_part_costs_only_the_tree(gh, db, 
     gh.clear_requests()
     assert [pod.key for pod in inventory.list_pods(revalidate=False)] == listed
     assert gh.requests and all("/git/trees/" in r.path for r in gh.requests), gh.requests
+
+
+def test_searches_from_a_workers_threads_at_once_all_answer():
+    """gunicorn's threads share a worker's listing: evicting its oldest remembered search from
+    several at once must not fail a page. The interpreter switches threads as often as it can,
+    so the threads interleave between reading the oldest search and removing it."""
+    import sys
+    import threading
+
+    pods = [inventory.Pod(f"c{i}", "prod", f"pods/c{i}/prod/spec.yml", "0" * 40, "", None) for i in range(20)]
+    listing = inventory.Listing(pods, "v", truncated=False)
+    errors: list[Exception] = []
+
+    def search(thread: int) -> None:
+        try:
+            for i in range(2000):
+                assert listing.search(f"c1{thread}-{i}") == []
+        except Exception as exc:  # noqa: BLE001 - what a page would have failed with
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=search, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(listing._found) == inventory.SEARCHES_KEPT
+    assert [pod.key for pod in listing.search("C1")] == ["c1/prod"] + [f"c1{n}/prod" for n in range(10)]

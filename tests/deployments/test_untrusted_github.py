@@ -90,6 +90,22 @@ def test_a_cold_listing_keeps_a_reserve_of_the_rate_limit_and_finishes_later(gh,
     assertNotContains(response, "Some specs are not loaded yet")
 
 
+def test_a_later_view_of_a_cold_listing_shows_the_specs_read_since(gh, viewer_client, settings):
+    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
+    settings.INVENTORY_RATE_LIMIT_RESERVE = 100
+    put_pods(gh, 40)
+    gh.set_rate_limit(remaining=120)
+    first = viewer_client.get("/")
+    unread = sum(not pod.loaded for pod in first.context["pods"])
+    assert unread and first.content.decode().count(">not loaded yet:") == unread  # a row each
+    gh.set_rate_limit(remaining=130)  # a few more blobs, not all: still incomplete
+    second = viewer_client.get("/")
+    still = sum(not pod.loaded for pod in second.context["pods"])
+    assert 0 < still < unread
+    # The page shows the specs read since, not the first view's rendered content.
+    assert second.content.decode().count(">not loaded yet:") == still
+
+
 # --- Webhooks: provenance, not only a signature ------------------------------------------------------
 
 
