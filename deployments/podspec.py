@@ -398,6 +398,48 @@ def spec_path(specs_path: str, customer: str, environment: str) -> str:
 ENV_NAMES = {field: field.upper() for field in FIELDS}
 
 
+# The repository variables the deploy workflow hands Terraform (job env TF_VAR_*), checked here as
+# terraform/variables.tf checks them (the same patterns: a test compares them), because a one-run
+# deploy commits spec.yml before Terraform plans: a missing POD_DOMAIN must stop the run before the
+# commit, not after it. An apply of a saved plan uses the values the plan was made with.
+POD_VARIABLES = (
+    (
+        "TF_VAR_domain_name",
+        "POD_DOMAIN",
+        r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        "POD_DOMAIN must be set to a lowercase DNS domain, e.g. pods.example.com",
+    ),
+    (
+        "TF_VAR_certificate_arn",
+        "POD_CERTIFICATE_ARN",
+        r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]+$",
+        "POD_CERTIFICATE_ARN must be set to an ACM certificate ARN, "
+        "arn:aws:acm:REGION:ACCOUNT:certificate/ID",
+    ),
+    (
+        "TF_VAR_deletion_protection",
+        "POD_DELETION_PROTECTION",
+        r"^(true|false)$",
+        'POD_DELETION_PROTECTION must be "true" or "false" (lowercase), or unset for true',
+    ),
+)
+
+
+def _pod_variable_errors(environ: Mapping[str, str], action: str) -> dict[str, str]:
+    """Errors of the pods' repository variables, where the workflow passes them (its job env
+    always has the TF_VAR_* names; the portal's and the tests' own runs of the CLI do not)."""
+    if action == "apply" or not any(name in environ for name, *_ in POD_VARIABLES):
+        return {}
+    return {
+        variable: message
+        for name, variable, pattern, message in POD_VARIABLES
+        # Unset deletion protection is Terraform's default, true (the workflow always sets it).
+        if not re.fullmatch(
+            pattern, environ.get(name, "true" if variable == "POD_DELETION_PROTECTION" else "")
+        )
+    }
+
+
 def _spec_from_env(environ: Mapping[str, str]) -> PodSpec:
     """The spec from the workflow's environment, with REQUEST_ID, SPECS_PATH, ACTION and
     PLAN_RUN_ID checked too: the workflow writes them into a commit message, a step output,
@@ -430,6 +472,7 @@ def _spec_from_env(environ: Mapping[str, str]) -> PodSpec:
         validate_plan_run_id(environ.get("PLAN_RUN_ID", ""), action)
     except ValueError as exc:
         errors["plan_run_id"] = str(exc)
+    errors |= _pod_variable_errors(environ, action)
     if errors:
         raise SpecError(errors)
     return spec

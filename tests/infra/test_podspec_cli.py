@@ -213,3 +213,45 @@ def test_validate_rejects_a_bad_action_or_plan_run_id(extra, message, tmp_path):
     out = tmp_path / "spec.yml"
     assert run_cli("render", "--out", str(out), **extra).returncode == 1
     assert not out.exists()
+
+
+POD_VARIABLES = {
+    "TF_VAR_domain_name": "pods.example.com",
+    "TF_VAR_certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b2c3d-4e5f-6789",
+    "TF_VAR_deletion_protection": "true",
+}
+
+
+@pytest.mark.parametrize("action", ["deploy", "plan"])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TF_VAR_domain_name", "", "invalid POD_DOMAIN: POD_DOMAIN must be set to a lowercase DNS domain"),
+        ("TF_VAR_domain_name", "Pods.Example.com", "invalid POD_DOMAIN:"),
+        ("TF_VAR_domain_name", "pods.example.com\nx", "invalid POD_DOMAIN:"),
+        ("TF_VAR_certificate_arn", "", "invalid POD_CERTIFICATE_ARN: POD_CERTIFICATE_ARN must be set"),
+        ("TF_VAR_certificate_arn", "arn:aws:iam::123456789012:role/x", "invalid POD_CERTIFICATE_ARN:"),
+        ("TF_VAR_deletion_protection", "False", "invalid POD_DELETION_PROTECTION:"),
+    ],
+)
+def test_the_pods_repository_variables_stop_a_run_before_its_commit(action, name, value, message):
+    # A one-run deploy commits spec.yml before Terraform plans, and Terraform's own checks of
+    # these variables run at the plan: this step is the one before the commit.
+    result = run_cli("validate", ACTION=action, **{**POD_VARIABLES, name: value})
+    assert result.returncode == 1
+    assert any(line.startswith(message) for line in result.stderr.splitlines()), result.stderr
+
+
+def test_valid_repository_variables_pass_and_an_apply_keeps_its_plans_values():
+    assert run_cli("validate", **POD_VARIABLES).returncode == 0
+    unset = {k: v for k, v in POD_VARIABLES.items() if k != "TF_VAR_deletion_protection"}
+    assert run_cli("validate", **unset).returncode == 0  # Terraform's default: true
+    missing = {**POD_VARIABLES, "TF_VAR_domain_name": ""}
+    assert run_cli("validate", ACTION="apply", PLAN_RUN_ID="7", **missing).returncode == 0
+
+
+def test_the_repository_variables_are_checked_with_terraforms_own_patterns():
+    variables_tf = (REPO_ROOT / "terraform" / "variables.tf").read_text()
+    for name, _variable, pattern, _message in podspec.POD_VARIABLES[:2]:
+        hcl = pattern.replace("\\", "\\\\")  # HCL strings escape a backslash
+        assert f'regex("{hcl}", var.{name.removeprefix("TF_VAR_")})' in variables_tf
