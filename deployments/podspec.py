@@ -424,6 +424,9 @@ POD_VARIABLES = (
     ),
 )
 
+# Unset deletion protection is Terraform's default, true (the workflow always sets it).
+POD_VARIABLE_UNSET = {"TF_VAR_deletion_protection": "true"}
+
 
 def _pod_variable_errors(environ: Mapping[str, str], action: str) -> dict[str, str]:
     """Errors of the pods' repository variables, where the workflow passes them (its job env
@@ -433,10 +436,7 @@ def _pod_variable_errors(environ: Mapping[str, str], action: str) -> dict[str, s
     return {
         variable: message
         for name, variable, pattern, message in POD_VARIABLES
-        # Unset deletion protection is Terraform's default, true (the workflow always sets it).
-        if not re.fullmatch(
-            pattern, environ.get(name, "true" if variable == "POD_DELETION_PROTECTION" else "")
-        )
+        if not re.fullmatch(pattern, environ.get(name, POD_VARIABLE_UNSET.get(name, "")))
     }
 
 

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.checkov import checkov
 from tests.container.client import Browser
 from tests.container.conftest import HOST, free_port, podman, podman_flags, report, wait_for
 
@@ -158,16 +159,6 @@ def test_every_setting_in_the_readme_has_its_place_in_the_configmap_or_the_secre
     assert "DJANGO_SECRET_KEY" in secret_keys and "DATABASE_URL" in secret_keys
     config = yaml.safe_load((BASE / "configmap.yaml").read_text())["data"]
     assert not [key for key in config if re.search(r"SECRET|TOKEN|PASSWORD|PRIVATE_KEY|DATABASE_URL", key)]
-
-
-def checkov() -> str:
-    result = subprocess.run([str(ROOT / "scripts" / "ensure_checkov.sh")], capture_output=True, text=True)
-    if result.returncode != 0:
-        message = f"checkov could not be installed:\n{result.stderr[-2000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_checkov_passes_on_the_manifests_and_the_dockerfile(tmp_path):

@@ -16,6 +16,7 @@ from tests.e2e.test_live_and_accessible import (  # noqa: F401 (axe_source and d
     axe_source,
     deploy_button,
     desktop,
+    watched_page,
 )
 
 pytestmark = pytest.mark.e2e
@@ -29,15 +30,6 @@ def preview_a_change(page, instance_type: str) -> None:
     page.select_option("#id_instance_type", instance_type)
     page.get_by_role("button", name="Preview").click()
     expect(page.locator("h1")).to_have_text(f"Preview: update {POD}")
-
-
-def second_tab(page):
-    """Another tab of the same browser session, watched for CSP violations as ``desktop`` is."""
-    other = page.context.new_page()
-    violations: list[str] = []
-    other.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    other.csp_violations = violations
-    return other
 
 
 def test_login_search_pod_page_and_the_busy_refusal_pass_axe_at_both_sizes(
@@ -61,7 +53,7 @@ def test_login_search_pod_page_and_the_busy_refusal_pass_axe_at_both_sizes(
     release(page, portal, POD)
     page.goto(f"/pods/{POD}/edit/")
     changed = next(t for t in TYPES if t != page.input_value("#id_instance_type"))
-    other = second_tab(page)
+    other = watched_page(page.context)  # a second tab of the same session
     preview_a_change(page, changed)
     preview_a_change(other, changed)
     try:

@@ -48,16 +48,22 @@ def axe_source() -> str:
 def desktop(browser, portal):
     context = browser.new_context(base_url=portal.url, viewport=DESKTOP)
     context.set_default_timeout(15_000)
-    page = context.new_page()
-    violations: list[str] = []
-    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    page.csp_violations = violations
+    page = watched_page(context)
     yield page
     context.close()
     SCREENSHOTS.mkdir(exist_ok=True)
     (SCREENSHOTS / f"axe-report-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.json").write_text(
         json.dumps(FINDINGS, indent=1, sort_keys=True)
     )
+
+
+def watched_page(context):
+    """A new page of ``context`` whose Content-Security-Policy violations ``audit`` asserts are none."""
+    page = context.new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.csp_violations = violations
+    return page
 
 
 def audit(page, axe_source: str, name: str) -> None:

@@ -19,6 +19,7 @@ from tests.e2e.test_live_and_accessible import (  # noqa: F401 (axe_source is a 
     deploy_button,
     navigations,
     open_runs,
+    watched_page,
 )
 
 pytestmark = pytest.mark.e2e
@@ -28,10 +29,7 @@ pytestmark = pytest.mark.e2e
 def sized(browser, portal, request):
     context = browser.new_context(base_url=portal.url, viewport=request.param)
     context.set_default_timeout(20_000)
-    page = context.new_page()
-    violations: list[str] = []
-    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    page.csp_violations = violations
+    page = watched_page(context)
     yield page
     context.close()
 

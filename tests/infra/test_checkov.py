@@ -4,10 +4,11 @@ failed check, and every skip is one of those reviewed, written next to its resou
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
+
+from tests.checkov import checkov
 
 from .conftest import REPO_ROOT, TERRAFORM_DIR
 
@@ -22,18 +23,6 @@ REVIEWED_SKIPS = {
     ("CKV_AWS_18", "module.pod.aws_s3_bucket.alb_logs"),  # the log bucket's own access logs
     ("CKV2_AWS_62", "module.pod.aws_s3_bucket.alb_logs"),  # no consumer of new-object events
 }
-
-
-def checkov() -> str:
-    result = subprocess.run(
-        [str(REPO_ROOT / "scripts" / "ensure_checkov.sh")], capture_output=True, text=True, timeout=600
-    )
-    if result.returncode != 0:
-        message = f"checkov could not be installed:\n{result.stderr[-2000:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_checkov_passes_on_the_terraform():
