@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             cold_runs=1,
             change_runs=2,
             deploys=5,
-            seed_dispatches=2,
+            seed_dispatches=1,
             seed_list_runs=1,
             seed_list_cap=10,
             health_seconds=3,
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             page_views=100,
             sync_requests=20,
             diagnostics=False,
+            settings_row=False,
+            review_syncs=1,
         )
     wanted = set((args.only or ",".join(QUICK if args.quick else ALL)).split(","))
     started = time.perf_counter()

@@ -21,7 +21,7 @@ from deployments.gh.specs import GRAPHQL_BATCH
 
 from . import seed
 from .report import Row, summary
-from .stack import REPO, TOKEN, Stack, pod_name
+from .stack import APPROVER, APPROVER_PASSWORD, REPO, TOKEN, Stack, pod_name
 
 MS = 1000.0
 RUN_ID_RE = re.compile(r"/actions/runs/(\d+)")
@@ -49,6 +49,8 @@ class Config:
     scale_pods: int = 10_000  # the scale rows: warm page and worker memory at this many pods
     sync_requests: int = 500  # active requests the sync row brings up to date
     diagnostics: bool = True  # the throughput row's extra wrk runs (off with --quick)
+    settings_row: bool = True  # the SQLite settings row (report only; off with --quick)
+    review_syncs: int = 2  # review rounds followed by a `manage.py sync_runs` (a process each)
 
 
 class Pods:
@@ -380,7 +382,7 @@ def deploy(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods
         "from one keep-alive client (paired per deploy); ratio = overhead ÷ round trip."
     )
     rows = [row, trip_row]
-    if stack.vendor == "sqlite":
+    if stack.vendor == "sqlite" and cfg.settings_row:
         rows.append(_sqlite_settings(stack, cfg, session, pods))
     return rows
 
@@ -835,14 +837,6 @@ def seed_client(stack: Stack):
 
 # --- review before apply ---------------------------------------------------------------------------
 
-WEBHOOK_SECRET = "bench-webhook-secret"  # noqa: S105 (a throwaway secret of a throwaway portal)
-APPROVER, APPROVER_PASSWORD = "bench-approver", "bench-Approve-5821"  # noqa: S105
-CREATE_APPROVER = f"""
-from django.contrib.auth.models import Group, User
-user = User.objects.create_user({APPROVER!r}, password={APPROVER_PASSWORD!r})
-user.groups.add(Group.objects.get(name="Deployers"), Group.objects.get(name="Approvers"))
-"""
-
 
 def _login_as(stack: Stack, username: str, password: str) -> requests.Session:
     session = requests.Session()
@@ -928,20 +922,8 @@ def _run_of(stack: Stack, key: str, action: str) -> dict:
 
 def review(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods: Pods) -> list[Row]:
     """Review before apply, one request at a time: plan (1 dispatch), the plan run's completion
-    (its summary read once, ≤3 requests), the same again (0), apply or approval (1 dispatch)."""
-    stack.manage("shell", "-c", CREATE_APPROVER)
-    # Webhooks signed as GitHub signs them; delivered by this scenario, in order, one by one.
-    stack.env["GITHUB_WEBHOOK_SECRET"] = stack.gh.webhook_secret = WEBHOOK_SECRET
-    stack.restart_gunicorn()
-    try:
-        return _review(stack, cfg, session, seed_repo, pods)
-    finally:
-        del stack.env["GITHUB_WEBHOOK_SECRET"]
-        stack.gh.webhook_secret = None
-        stack.restart_gunicorn()
-
-
-def _review(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pods: Pods) -> list[Row]:
+    (its summary read once, ≤3 requests), the same again (0), apply or approval (1 dispatch).
+    The run's webhooks are signed (the stack's secret) and delivered in order, one by one."""
     approver = _login_as(stack, APPROVER, APPROVER_PASSWORD)
     session.get(stack.url("/"), timeout=60).raise_for_status()  # warm inventory, as after a preview
     plan = {"ms": [], "req": [], "ok": 0}
@@ -986,7 +968,7 @@ def _review(stack: Stack, cfg: Config, session: requests.Session, seed_repo, pod
             raise RuntimeError(f"the request page answered {page.status_code} without the plan")
         again["page_ms"].append(page_ms)
         again["req"].append(len(stack.gh.requests))
-        if round_ < 2:  # the sync is a process of its own (about 2 s): twice is enough
+        if round_ < cfg.review_syncs:  # the sync is a process of its own (seconds): twice is enough
             stack.gh.clear_requests()
             stack.manage("sync_runs")
             # Requests about other requests' runs (the deploy scenario's, still planning) excluded.
@@ -1139,17 +1121,6 @@ def live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> li
     """50 open request pages of a running deployment poll their live fragment for a minute (6 s
     under --quick): the GitHub requests they cost, and how many polls were 304s (no rendering);
     then the requests/s the fragment's unchanged answer sustains (wrk) vs the bare view."""
-    stack.env["GITHUB_WEBHOOK_SECRET"] = stack.gh.webhook_secret = WEBHOOK_SECRET
-    stack.restart_gunicorn()
-    try:
-        return _live(stack, cfg, session, pods)
-    finally:
-        del stack.env["GITHUB_WEBHOOK_SECRET"]
-        stack.gh.webhook_secret = None
-        stack.restart_gunicorn()
-
-
-def _live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> list[Row]:
     stack.gh.deliveries.clear()
     result = _portal_deploy(stack, session, pods.take())
     if result["status"] != 302 or not result["pk"]:

@@ -27,11 +27,18 @@ USERNAME = "bench-deployer"
 PASSWORD = "bench-Pass-7193"  # a throwaway user in a throwaway database
 ENVIRONMENTS = ("prod", "staging")
 
+APPROVER, APPROVER_PASSWORD = "bench-approver", "bench-Approve-5821"  # noqa: S105
+# The bench's users, made in one `manage.py shell` (a Django start each costs a second or two).
 CREATE_DEPLOYER = f"""
 from django.contrib.auth.models import Group, User
 user = User.objects.create_user({USERNAME!r}, password={PASSWORD!r})
 user.groups.add(Group.objects.get(name="Deployers"))
+approver = User.objects.create_user({APPROVER!r}, password={APPROVER_PASSWORD!r})
+approver.groups.add(Group.objects.get(name="Deployers"), Group.objects.get(name="Approvers"))
 """
+# Webhooks signed as GitHub signs them, from the start: the scenarios that deliver a run's
+# webhooks (review, live) need no restart of the portal to set the secret.
+WEBHOOK_SECRET = "bench-webhook-secret"  # noqa: S105 (a throwaway secret of a throwaway portal)
 
 
 def free_port() -> int:
@@ -65,7 +72,9 @@ class Stack:
             database_url = os.environ.get("BENCH_DATABASE_URL", "")
         self.database_url = database_url
         self.vendor = "postgresql" if database_url.startswith(("postgres://", "postgresql://")) else "sqlite"
-        self.gh = FakeGitHub(repo=REPO, token=TOKEN, latency=latency, workflow_effect=deploy_pod)
+        self.gh = FakeGitHub(
+            repo=REPO, token=TOKEN, latency=latency, workflow_effect=deploy_pod, webhook_secret=WEBHOOK_SECRET
+        )
         self.pods = 0
         self.port = 0
         self.gunicorn: subprocess.Popen | None = None
@@ -78,10 +87,12 @@ class Stack:
             self.env = self._portal_env()
             if self.vendor == "postgresql":
                 _recreate_database(self.database_url)
-            self.manage("migrate", "--noinput")
             # DEBUG=false serves static files through whitenoise's manifest: it must exist.
-            self.manage("collectstatic", "--noinput")
+            # Collected while the database is migrated (it does not touch the database).
+            static = self.manage_start("collectstatic", "--noinput")
+            self.manage("migrate", "--noinput")
             self.manage("shell", "-c", CREATE_DEPLOYER)
+            self.manage_wait(static)
             self.start_gunicorn()
         except BaseException:
             self.__exit__()
@@ -106,6 +117,7 @@ class Stack:
             GH_TOKEN=TOKEN,
             GH_REPO=REPO,
             GITHUB_API_URL=self.gh.api_url,
+            GITHUB_WEBHOOK_SECRET=WEBHOOK_SECRET,
             LOG_LEVEL="WARNING",
             # Every pods-page view revalidates with GitHub, so the inventory rows measure the
             # conditional-request path; the throughput scenario also runs the production default.
@@ -122,6 +134,22 @@ class Stack:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+
+    def manage_start(self, *args: str) -> subprocess.Popen:
+        """``manage.py`` in the background; ``manage_wait`` checks how it ended."""
+        return subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    @staticmethod
+    def manage_wait(process: subprocess.Popen) -> None:
+        _, stderr = process.communicate()
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, process.args, stderr=stderr)
 
     def start_gunicorn(self) -> None:
         self.port = free_port()
@@ -166,8 +194,20 @@ class Stack:
         self.gunicorn = None
 
     def restart_gunicorn(self) -> None:
-        self.stop_gunicorn()
-        self.start_gunicorn()
+        """New workers with ``self.env`` (on a new port): the old server is told to stop and
+        reaped once the new one answers, so its graceful stop overlaps the new one's start."""
+        old, self.gunicorn = self.gunicorn, None
+        if old is not None:
+            old.terminate()
+        try:
+            self.start_gunicorn()
+        finally:
+            if old is not None:
+                try:
+                    old.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    old.kill()
+                    old.wait()
 
     # --- helpers ----------------------------------------------------------------------------
 
