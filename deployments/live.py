@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, Subquery
 from django.utils import timezone
 
 from . import lifecycle
@@ -149,19 +149,30 @@ def poll_seconds(
 class ActivityStamp:
     """Every request's last change: the pods page's poll compares it with what it showed."""
 
-    count: int
-    latest: float
+    last_id: int  # the newest request (requests are never deleted: the audit history)
+    latest: float  # the last change of any request (a new one included)
 
     @property
     def etag(self) -> str:
-        return f'W/"a{self.count}-{self.latest:.6f}"'
+        return f'W/"a{self.last_id}-{self.latest:.6f}"'
 
 
 def activity_stamp() -> ActivityStamp:
-    """One query over all requests (the index on updated_at is not needed at these sizes)."""
-    stamp = DeploymentRequest.objects.aggregate(latest=Max("updated_at"), count=Count("id"))
-    latest = stamp["latest"].timestamp() if stamp["latest"] else 0.0
-    return ActivityStamp(count=stamp["count"], latest=latest)
+    """Two index lookups (``updated_at``'s and the primary key's) in one query, whatever the
+    history's size: every pods-page view and poll asks it. Newest-first with LIMIT 1, which
+    SQLite and PostgreSQL both answer from the index (SQLite scans the table for two MAX()es in
+    one SELECT). Counting the requests, as it did, read the whole table: 11 ms per view at
+    50,000 requests on SQLite, 6.5 ms on PostgreSQL."""
+    newest_id = DeploymentRequest.objects.order_by("-id").values("id")[:1]
+    row = (
+        DeploymentRequest.objects.order_by("-updated_at")
+        .annotate(last_id=Subquery(newest_id))
+        .values_list("updated_at", "last_id")
+        .first()
+    )
+    if row is None:
+        return ActivityStamp(last_id=0, latest=0.0)
+    return ActivityStamp(last_id=row[1], latest=row[0].timestamp())
 
 
 def running_now() -> list[DeploymentRequest]:

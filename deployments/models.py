@@ -93,7 +93,8 @@ class DeploymentRequest(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    # Indexed: the pods page and its poll read the newest change on every view (live.activity_stamp).
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     flow = models.CharField(max_length=8, choices=Flow.choices, default=Flow.DEPLOY)
     approval_required = models.BooleanField(
