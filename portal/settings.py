@@ -121,7 +121,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHES = {
     # The spec-blob cache and the health probe are shared across workers through the database.
     "default": {
-        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        # Django's, with set_many written in bulk (portal/cache.py).
+        "BACKEND": "portal.cache.DatabaseCache",
         "LOCATION": "portal_cache",
         # One entry per spec blob: the default 300 would evict them and refetch from GitHub.
         "OPTIONS": {"MAX_ENTRIES": 1_000_000},
