@@ -2,7 +2,7 @@
 
 ``scripts/test_postgres.sh`` starts a throw-away PostgreSQL server (installing Debian's package
 when it is missing and the bench runs as root) and runs ``python -m bench --only
-deploy,throughput`` against it (``BENCH_DATABASE_URL``); its rows are read back from JSON.
+cold,deploy,throughput`` against it (``BENCH_DATABASE_URL``); its rows are read back from JSON.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from .report import Row
 from .stack import ROOT
 
-SCENARIOS = "deploy,throughput"
+SCENARIOS = "cold,deploy,throughput"
 
 
 def rows(*, latency: float, quick: bool) -> list[Row]:
