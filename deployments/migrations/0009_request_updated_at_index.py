@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('deployments', '0008_redeploy_and_rollback'),
+        ("deployments", "0008_redeploy_and_rollback"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='deploymentrequest',
-            name='updated_at',
+            model_name="deploymentrequest",
+            name="updated_at",
             field=models.DateTimeField(auto_now=True, db_index=True),
         ),
     ]
