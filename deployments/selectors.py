@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from django.db import connection
 from django.db.models import Max, QuerySet
 
 from . import lifecycle
@@ -54,14 +55,36 @@ def active_requests() -> QuerySet[DeploymentRequest]:
     return DeploymentRequest.objects.filter(status__in=lifecycle.ACTIVE_STATUSES).order_by("pk")
 
 
-def pod_activity() -> dict[str, DeploymentRequest]:
-    """Per pod: its latest request. Two queries for any number of pods."""
-    latest_ids = (
-        DeploymentRequest.objects.values("customer", "environment").annotate(last=Max("id")).values("last")
+def pod_activity(pods: Iterable[Pod] | None = None) -> dict[str, DeploymentRequest]:
+    """Per pod: its latest request, in two queries. With ``pods`` (a page of them) each pod's
+    latest request is one seek in the (customer, environment, -created_at) index, whatever the
+    size of the history; without, one pass over all requests (the API's whole listing). Reading
+    the whole history for a page took 20 ms on SQLite and 36 ms on PostgreSQL at 50,000 requests."""
+    if pods is None:
+        per_pod = DeploymentRequest.objects.values("customer", "environment")
+        found = DeploymentRequest.objects.filter(id__in=per_pod.annotate(last=Max("id")).values("last"))
+    else:
+        keys = sorted({(pod.customer, pod.environment) for pod in pods})
+        if not keys:
+            return {}
+        found = DeploymentRequest.objects.filter(id__in=_latest_request_ids(keys))
+    return {r.pod: r for r in found.select_related("requested_by")}
+
+
+def _latest_request_ids(pods: list[tuple[str, str]]) -> list[int]:
+    """The latest request's id of each (customer, environment), by one index seek each: a
+    correlated subquery per row of a VALUES list (SQLite and PostgreSQL both; the ORM has no
+    VALUES table, and SQLite refuses LIMIT inside a UNION's members)."""
+    table = connection.ops.quote_name(DeploymentRequest._meta.db_table)
+    rows = ", ".join(["(%s, %s)"] * len(pods))
+    sql = (
+        f"WITH pods (customer, environment) AS (VALUES {rows}) "  # noqa: S608 (placeholders only)
+        f"SELECT (SELECT r.id FROM {table} r WHERE r.customer = pods.customer "
+        "AND r.environment = pods.environment ORDER BY r.created_at DESC, r.id DESC LIMIT 1) FROM pods"
     )
-    return {
-        r.pod: r for r in DeploymentRequest.objects.filter(id__in=latest_ids).select_related("requested_by")
-    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [part for pod in pods for part in pod])
+        return [row[0] for row in cursor.fetchall() if row[0] is not None]
 
 
 def requests_filtered(*, pod: str = "", status: str = "", user: str = "") -> QuerySet[DeploymentRequest]:

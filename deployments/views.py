@@ -72,7 +72,7 @@ def pod_list(request):
         # The rendered content is reused until the specs or any request change (or a minute passes:
         # the "ago" of the last deployments).
         "content_version": f"{listing.version}:{stamp.etag}:{query}:{page.number}",
-        "activity": SimpleLazyObject(selectors.pod_activity),
+        "activity": SimpleLazyObject(lambda: selectors.pod_activity(page.object_list)),
         "running": running,
         "stamp": stamp,
         "poll_seconds": SimpleLazyObject(lambda: live.pods_poll_seconds(list(running))),

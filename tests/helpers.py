@@ -12,6 +12,7 @@ from functools import partial
 
 from django.contrib.auth.models import Group, Permission, User
 from django.db import connection
+from django.db.models import QuerySet
 from django.test import Client
 
 from deployments import lifecycle, podspec, services
@@ -197,3 +198,38 @@ def at_once(*calls: Callable[[], object]) -> list:
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     return results
+
+
+def history(user, n: int, *, pod: tuple[str, str] | None = None) -> None:
+    """``n`` finished requests, written in bulk as years of history would have left them: one
+    per pod c0/prod, c1/prod, … or all of ``pod`` (customer, environment)."""
+    done = {"status": Status.COMPLETED, "conclusion": "success", "requested_by": user, "mode": "edit"}
+    done |= {"instance_name": "web", "instance_type": "t3.small", "waf_enabled": False, "inputs": {}}
+    rows = [
+        DeploymentRequest(
+            customer=pod[0] if pod else f"c{i}",
+            environment=pod[1] if pod else "prod",
+            idempotency_key=uuid.uuid4(),
+            **done,
+        )
+        for i in range(n)
+    ]
+    QuerySet(DeploymentRequest).bulk_create(rows, batch_size=1000)  # past the manager's pending-only guard
+
+
+def sqlite_steps(function) -> int:
+    """SQLite virtual-machine instructions ``function`` makes the database run (in hundreds)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    connection.ensure_connection()
+    connection.connection.set_progress_handler(count, 100)
+    try:
+        function()
+    finally:
+        connection.connection.set_progress_handler(None, 0)
+    return steps

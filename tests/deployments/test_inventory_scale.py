@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
 from deployments import inventory
 
@@ -140,3 +141,43 @@ def test_searches_from_a_workers_threads_at_once_all_answer():
     assert errors == []
     assert len(listing._found) == inventory.SEARCHES_KEPT
     assert [pod.key for pod in listing.search("C1")] == ["c1/prod"] + [f"c1{n}/prod" for n in range(10)]
+
+
+def shown(customer: str, environment: str) -> inventory.Pod:
+    """A pod as the pods page lists it (its spec does not matter here)."""
+    return inventory.Pod(customer, environment, f"pods/{customer}/{environment}/spec.yml", "0" * 40, "", None)
+
+
+def test_a_page_of_pods_shows_each_pods_newest_request(db, deployer):
+    from deployments import selectors
+    from tests.helpers import history, make_request
+
+    history(deployer, 3, pod=("acme", "prod"))
+    newest = make_request(deployer, customer="acme", environment="prod", status="completed")
+    staging = make_request(deployer, customer="acme", environment="staging", status="dispatched")
+    make_request(deployer, customer="other", environment="prod", status="completed")  # not on the page
+    page = [shown("acme", "prod"), shown("acme", "staging"), shown("nobody", "prod")]
+
+    activity = selectors.pod_activity(page)
+
+    assert activity == {"acme/prod": newest, "acme/staging": staging}
+    assert activity["acme/prod"].requested_by == deployer  # read with the request
+    everything = selectors.pod_activity()
+    assert {k: everything[k] for k in activity} == activity and "other/prod" in everything
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="counts SQLite's own instructions")
+def test_a_page_of_pods_reads_the_same_whatever_the_history(db, deployer):
+    """A view of the pods page after any change finds each shown pod's last deployment: one
+    index seek per pod, not a pass over the audit history."""
+    from deployments import selectors
+    from tests.helpers import history, sqlite_steps
+
+    page = [shown(f"c{i}", "prod") for i in range(20)]
+    history(deployer, 20)  # one request for each pod of the page
+    small = sqlite_steps(lambda: selectors.pod_activity(page))
+    history(deployer, 3000, pod=("c0", "prod"))
+    history(deployer, 3000)
+    large = sqlite_steps(lambda: selectors.pod_activity(page))
+
+    assert large <= small + 2, (small, large)

@@ -3,12 +3,10 @@ answered 304 in one query while nothing changed, and read the database only (nev
 
 import datetime as dt
 import re
-import uuid
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
-from django.db.models import QuerySet
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
@@ -17,7 +15,16 @@ from deployments import lifecycle, live
 from deployments.lifecycle import Source, Status
 from deployments.models import DeploymentRequest
 from fakegithub.state import RunOutcome
-from tests.helpers import EDIT_ACME_PROD, form, logged_in_client, make_request, make_user, replay
+from tests.helpers import (
+    EDIT_ACME_PROD,
+    form,
+    history,
+    logged_in_client,
+    make_request,
+    make_user,
+    replay,
+    sqlite_steps,
+)
 
 
 def deploy(client, gh) -> DeploymentRequest:
@@ -194,49 +201,20 @@ def test_pods_page_polls_running_now_and_the_changed_last_deployment(gh, deploye
     assertContains(response, 'hx-trigger="every 5s"')
 
 
-def _history(user, n: int) -> None:
-    """``n`` finished requests, written in bulk as years of history would have left them."""
-    done = {"status": Status.COMPLETED, "conclusion": "success", "requested_by": user, "mode": "edit"}
-    done |= {"instance_name": "web", "instance_type": "t3.small", "waf_enabled": False, "inputs": {}}
-    rows = [
-        DeploymentRequest(customer=f"c{i}", environment="prod", idempotency_key=uuid.uuid4(), **done)
-        for i in range(n)
-    ]
-    QuerySet(DeploymentRequest).bulk_create(rows, batch_size=1000)  # past the manager's pending-only guard
-
-
-def _sqlite_steps(function) -> int:
-    """SQLite virtual-machine instructions ``function`` makes the database run (in hundreds)."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    connection.ensure_connection()
-    connection.connection.set_progress_handler(count, 100)
-    try:
-        function()
-    finally:
-        connection.connection.set_progress_handler(None, 0)
-    return steps
-
-
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="counts SQLite's own instructions")
-def test_the_pods_page_stamp_costs_the_same_at_any_size_of_the_history(deployer):
+def test_the_pods_page_stamp_costs_the_same_at_any_size_of_thehistory(deployer):
     """Every pods-page view and poll reads the stamp: its work must not grow with the audit
     history (it counted every request: 11 ms a view at 50,000 requests)."""
-    _history(deployer, 100)
-    small = _sqlite_steps(live.activity_stamp)
-    _history(deployer, 3000)
-    large = _sqlite_steps(live.activity_stamp)
+    history(deployer, 100)
+    small = sqlite_steps(live.activity_stamp)
+    history(deployer, 3000)
+    large = sqlite_steps(live.activity_stamp)
 
     assert large <= small + 2, (small, large)
 
 
 def test_the_pods_page_stamp_changes_with_a_new_request_and_with_a_change(deployer):
-    _history(deployer, 3)
+    history(deployer, 3)
     before = live.activity_stamp()
     request = make_request(deployer)
     created = live.activity_stamp()
