@@ -88,14 +88,7 @@ def inventory(stack: Stack, cfg: Config, session: requests.Session, seed_repo) -
     for size in cfg.sizes:
         stack.grow_pods(size)
 
-        def page(expect_pods: int = size) -> tuple[float, int, list[int]]:
-            stack.gh.clear_requests()
-            elapsed, response = _timed_get(session, stack.url("/"))
-            if response.status_code != 200 or pod_name(0)[0] not in response.text:
-                raise RuntimeError(f"GET / answered {response.status_code} at {expect_pods} pods")
-            statuses = [r.status for r in stack.gh.requests]
-            return elapsed, len(statuses), statuses
-
+        page = _pods_page(stack, session, size)
         cold, cold_req = _cold_listings(stack, cfg, page)
         warm, warm_req, warm_304 = [], [], 0
         for _ in range(cfg.warm_runs):
@@ -115,14 +108,7 @@ def inventory(stack: Stack, cfg: Config, session: requests.Session, seed_repo) -
             changed.append(elapsed)
             changed_req.append(count)
 
-        # The per-spec REST path (GraphQL's fallback, INVENTORY_GRAPHQL=false) in the same run.
-        stack.env["INVENTORY_GRAPHQL"] = "false"
-        stack.restart_gunicorn()
-        try:
-            per_blob, per_blob_req = _cold_listings(stack, cfg, page)
-        finally:
-            del stack.env["INVENTORY_GRAPHQL"]
-            stack.restart_gunicorn()
+        per_blob, per_blob_req = _per_spec_cold_listings(stack, cfg, page)
 
         # The seed lists every pod with ~2.5 calls per pod and PyGithub's default throttle.
         seed_times, seed_calls, note = [], None, ""
@@ -225,22 +211,9 @@ def cold(stack: Stack, cfg: Config, session: requests.Session) -> list[Row]:
     size = cfg.sizes[-1]
     stack.grow_pods(size)
 
-    def page() -> tuple[float, int, list[int]]:
-        stack.gh.clear_requests()
-        elapsed, response = _timed_get(session, stack.url("/"))
-        if response.status_code != 200 or pod_name(0)[0] not in response.text:
-            raise RuntimeError(f"GET / answered {response.status_code} at {size} pods")
-        statuses = [r.status for r in stack.gh.requests]
-        return elapsed, len(statuses), statuses
-
+    page = _pods_page(stack, session, size)
     graphql, graphql_req = _cold_listings(stack, cfg, page)
-    stack.env["INVENTORY_GRAPHQL"] = "false"
-    stack.restart_gunicorn()
-    try:
-        per_blob, per_blob_req = _cold_listings(stack, cfg, page)
-    finally:
-        del stack.env["INVENTORY_GRAPHQL"]
-        stack.restart_gunicorn()
+    per_blob, per_blob_req = _per_spec_cold_listings(stack, cfg, page)
     stats = summary(graphql)
     db = "PostgreSQL" if stack.vendor == "postgresql" else "SQLite"
     return [
@@ -260,6 +233,32 @@ def cold(stack: Stack, cfg: Config, session: requests.Session) -> list[Row]:
 
 
 # --- deploy ----------------------------------------------------------------------------------------
+
+
+def _pods_page(stack: Stack, session: requests.Session, size: int):
+    """A view of the pods page: (ms, GitHub requests it made, their statuses)."""
+
+    def page() -> tuple[float, int, list[int]]:
+        stack.gh.clear_requests()
+        elapsed, response = _timed_get(session, stack.url("/"))
+        if response.status_code != 200 or pod_name(0)[0] not in response.text:
+            raise RuntimeError(f"GET / answered {response.status_code} at {size} pods")
+        statuses = [r.status for r in stack.gh.requests]
+        return elapsed, len(statuses), statuses
+
+    return page
+
+
+def _per_spec_cold_listings(stack: Stack, cfg: Config, page) -> tuple[list[float], list[int]]:
+    """The cold listings again on the per-spec REST path (GraphQL's fallback,
+    INVENTORY_GRAPHQL=false), in the same run."""
+    stack.env["INVENTORY_GRAPHQL"] = "false"
+    stack.restart_gunicorn()
+    try:
+        return _cold_listings(stack, cfg, page)
+    finally:
+        del stack.env["INVENTORY_GRAPHQL"]
+        stack.restart_gunicorn()
 
 
 def _cold_listings(stack: Stack, cfg: Config, page) -> tuple[list[float], list[int]]:
