@@ -1,10 +1,13 @@
 """The inventory at scale (issue 18): one revalidation across workers, a precomputed search key."""
 
+import datetime as dt
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
 
 from deployments import inventory
+from deployments.models import DeploymentRequest
 
 
 @pytest.fixture
@@ -164,6 +167,22 @@ def test_a_page_of_pods_shows_each_pods_newest_request(db, deployer):
     assert activity["acme/prod"].requested_by == deployer  # read with the request
     everything = selectors.pod_activity()
     assert {k: everything[k] for k in activity} == activity and "other/prod" in everything
+
+
+def test_a_pods_latest_request_is_its_highest_id_whatever_the_clocks_said(db, deployer):
+    """created_at comes from the app server's clock: one host behind another must not make an
+    older request look newer on the pods page than in the API and the page's poll."""
+    from deployments import selectors
+    from tests.helpers import history
+
+    history(deployer, 2, pod=("acme", "prod"))
+    older, newer = DeploymentRequest.objects.order_by("pk")
+    DeploymentRequest.objects.filter(pk=older.pk)._transition(
+        created_at=newer.created_at + dt.timedelta(hours=1)
+    )
+
+    assert selectors.pod_activity([shown("acme", "prod")])["acme/prod"] == newer
+    assert selectors.pod_activity()["acme/prod"] == newer
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="counts SQLite's own instructions")
