@@ -223,3 +223,18 @@ def test_the_pods_page_stamp_changes_with_a_new_request_and_with_a_change(deploy
 
     assert len({before.etag, created.etag, moved.etag}) == 3
     assert created.last_id == request.pk == moved.last_id
+
+
+def test_a_new_request_changes_the_stamp_even_behind_a_later_change(deployer):
+    """The newest change may be a request whose updated_at lies ahead (another host's clock):
+    a new request is still seen, by its id."""
+    history(deployer, 2)
+    DeploymentRequest.objects.filter(pk=DeploymentRequest.objects.earliest("pk").pk)._transition(
+        updated_at=timezone.now() + dt.timedelta(minutes=5)
+    )
+    before = live.activity_stamp()
+    request = make_request(deployer)
+    after = live.activity_stamp()
+
+    assert after.latest == before.latest  # the future change is still the newest
+    assert after.etag != before.etag and after.last_id == request.pk
