@@ -37,7 +37,7 @@ def rows(*, latency: float, quick: bool) -> list[Row]:
             tail = (done.stderr or done.stdout)[-600:].strip().replace("\n", " ")
             return [
                 Row(
-                    "deploy and throughput on PostgreSQL",
+                    "cold listing, deploy and throughput on PostgreSQL",
                     "ms",
                     {},
                     "—",

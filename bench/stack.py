@@ -90,9 +90,11 @@ class Stack:
             # DEBUG=false serves static files through whitenoise's manifest: it must exist.
             # Collected while the database is migrated (it does not touch the database).
             static = self.manage_start("collectstatic", "--noinput")
-            self.manage("migrate", "--noinput")
-            self.manage("shell", "-c", CREATE_DEPLOYER)
-            self.manage_wait(static)
+            try:
+                self.manage("migrate", "--noinput")
+                self.manage("shell", "-c", CREATE_DEPLOYER)
+            finally:
+                self.manage_wait(static)
             self.start_gunicorn()
         except BaseException:
             self.__exit__()
