@@ -60,9 +60,9 @@ def test_a_key_the_database_refuses_costs_only_itself(db, caplog):
     too_long = "k" * 300
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Django warns of keys over 250 characters (memcached)
-        failed = cache.set_many({"good": 1, too_long: 2, "also good": 3}, timeout=None)
+        failed = cache.set_many({"good": 1, too_long: 2, "also-good": 3}, timeout=None)
 
-    assert cache.get_many(["good", "also good"]) == {"good": 1, "also good": 3}
+    assert cache.get_many(["good", "also-good"]) == {"good": 1, "also-good": 3}
     if connection.vendor == "postgresql":
         assert failed == [too_long]
         assert "a bulk write of 3 entries was refused (DataError)" in caplog.text
