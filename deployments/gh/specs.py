@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.cache import cache
 
 from .client import _call, _conditional_get, _repo_url, state
 from .errors import GitHubAPIError, _rate_limited
@@ -127,13 +128,33 @@ def _specs_under(sha: str, path: str, *, levels: int) -> tuple[list[TreeEntry], 
     ]
     if not subtrees:
         return entries, False
-    truncated = False
-    with ThreadPoolExecutor(max_workers=min(TREE_WALK_WORKERS, len(subtrees))) as pool:
-        for found, cut in pool.map(
-            lambda item: _specs_under(item["sha"], f"{path}/{item['path']}", levels=levels - 1), subtrees
-        ):
-            entries += found
-            truncated = truncated or cut
+    # A tree's id names its content: a sub-tree listed before under the same id holds the same
+    # specs. Those are reused, so once the walk has been made, a change costs the changed
+    # customers' trees only, not one request per customer.
+    keys = {item["sha"]: f"specs-tree:{item['sha']}:{levels - 1}" for item in subtrees}
+    known = cache.get_many(sorted(set(keys.values())))
+    missing = []
+    for item in subtrees:
+        listed = known.get(keys[item["sha"]])
+        if listed is None:
+            missing.append(item)
+        else:
+            base = f"{path}/{item['path']}"
+            entries += [TreeEntry(path=f"{base}/{rel}", sha=sha, size=size) for rel, sha, size in listed]
+    truncated, fresh = False, {}
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(TREE_WALK_WORKERS, len(missing))) as pool:
+            walks = pool.map(
+                lambda item: _specs_under(item["sha"], f"{path}/{item['path']}", levels=levels - 1), missing
+            )
+            for item, (found, cut) in zip(missing, walks, strict=True):
+                entries += found
+                truncated = truncated or cut
+                if not cut:
+                    start = len(path) + len(item["path"]) + 2  # past "<path>/<dir>/"
+                    fresh[keys[item["sha"]]] = [(e.path[start:], e.sha, e.size) for e in found]
+    if fresh:
+        cache.set_many(fresh, timeout=None)
     return entries, truncated
 
 
