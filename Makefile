@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Reinstall whenever a requirements file changes.
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: run test lint bench browser nginx oidc-provider podman test-postgres test-container
+.PHONY: run test lint bench bench-quick browser nginx oidc-provider podman test-postgres test-container
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,5 +60,10 @@ test-container: $(STAMP)
 	CONTAINER_REPORT=$$report $(PY) -m pytest -p no:xdist tests/container || status=$$?; \
 	echo "Container tier figures ($$(( $$(date +%s) - start )) s):"; cat $$report; rm -f $$report; exit $$status
 
+# `make bench-quick` (or `make bench BENCH=--quick`, `BENCH="--only deploy"`): make itself takes
+# no --quick.
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH)
+
+bench-quick: $(STAMP)
+	$(PY) -m bench --quick
