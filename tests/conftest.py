@@ -100,3 +100,10 @@ def review_flow(settings):
     settings.AUTO_APPLY_ENVIRONMENTS = []
     settings.APPROVAL_REQUIRED_ENVIRONMENTS = ["prod", "production"]
     return settings
+
+
+@pytest.fixture
+def per_spec_reads(settings):
+    """The per-spec REST reads (GraphQL's fallback), one blob request per spec."""
+    settings.INVENTORY_GRAPHQL = False
+    return settings

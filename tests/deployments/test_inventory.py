@@ -93,8 +93,8 @@ def test_cold_listing_costs_two_tree_calls_and_one_graphql_query(gh, db):
     assert portal_gh.rate_limit_remaining() == gh.rate_limit["resources"]["core"]["remaining"]
 
 
-def test_cold_listing_without_graphql_costs_two_tree_calls_and_one_call_per_blob(gh, db, settings):
-    settings.INVENTORY_GRAPHQL = False
+@pytest.mark.usefixtures("per_spec_reads")
+def test_cold_listing_without_graphql_costs_two_tree_calls_and_one_call_per_blob(gh, db):
     gh.clear_requests()
     pods = inventory.list_pods()
     assert len(pods) == 6

@@ -21,6 +21,13 @@ def blob_gets(gh) -> list[str]:
     return [r.path.rsplit("/", 1)[1] for r in gh.requests if r.method == "GET" and "/git/blobs/" in r.path]
 
 
+@pytest.fixture
+def forty_pods_and_a_reserve(gh, per_spec_reads):
+    """46 pods (the emulator's 6 and 40 more) read one by one, keeping 100 requests in reserve."""
+    per_spec_reads.INVENTORY_RATE_LIMIT_RESERVE = 100
+    put_pods(gh, 40)
+
+
 # --- Spec files ------------------------------------------------------------------------------------
 
 
@@ -49,8 +56,7 @@ def test_an_oversize_spec_can_be_replaced_from_its_edit_page_with_a_bounded_diff
     assert DeploymentRequest.objects.get().spec_before == ""
 
 
-def test_blobs_fetched_before_a_failure_are_kept(gh, viewer_client, settings):
-    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
+def test_blobs_fetched_before_a_failure_are_kept(gh, viewer_client, per_spec_reads):
     customers = put_pods(gh, 12)
     failing = blob_sha(gh.files[f"pods/{customers[5]}/prod/spec.yml"])
     gh.add_fault("GET", rf"/git/blobs/{failing}$", status=502, body={"message": "Server Error"})
@@ -66,10 +72,8 @@ def test_blobs_fetched_before_a_failure_are_kept(gh, viewer_client, settings):
     assert fetched | set(refetched) == specs
 
 
-def test_a_cold_listing_keeps_a_reserve_of_the_rate_limit_and_finishes_later(gh, deployer_client, settings):
-    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
-    settings.INVENTORY_RATE_LIMIT_RESERVE = 100
-    put_pods(gh, 40)
+@pytest.mark.usefixtures("forty_pods_and_a_reserve")
+def test_a_cold_listing_keeps_a_reserve_of_the_rate_limit_and_finishes_later(gh, deployer_client):
     gh.set_rate_limit(remaining=130)
     response = deployer_client.get("/")
     assert response.status_code == 200
@@ -90,10 +94,8 @@ def test_a_cold_listing_keeps_a_reserve_of_the_rate_limit_and_finishes_later(gh,
     assertNotContains(response, "Some specs are not loaded yet")
 
 
-def test_a_later_view_of_a_cold_listing_shows_the_specs_read_since(gh, viewer_client, settings):
-    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
-    settings.INVENTORY_RATE_LIMIT_RESERVE = 100
-    put_pods(gh, 40)
+@pytest.mark.usefixtures("forty_pods_and_a_reserve")
+def test_a_later_view_of_a_cold_listing_shows_the_specs_read_since(gh, viewer_client):
     gh.set_rate_limit(remaining=120)
     first = viewer_client.get("/")
     unread = sum(not pod.loaded for pod in first.context["pods"])
@@ -239,16 +241,14 @@ def test_the_emulators_own_deliveries_still_complete_the_request(gh, client, dep
 @pytest.mark.parametrize(
     "body", [{"content": 5, "encoding": "base64"}, {"content": "@@@not base64", "encoding": "base64"}, [1, 2]]
 )
-def test_a_malformed_blob_answer_is_a_github_error_page_not_a_crash(gh, viewer_client, body, settings):
-    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
+def test_a_malformed_blob_answer_is_a_github_error_page_not_a_crash(gh, viewer_client, body, per_spec_reads):
     gh.add_fault("GET", r"/git/blobs/", status=200, body=body)
     response = viewer_client.get("/")
     assert response.status_code == 503
     assert response.context["error_type"] == "api_error"
 
 
-def test_a_blob_larger_than_its_tree_entry_said_is_not_kept(gh, deployer_client, settings):
-    settings.INVENTORY_GRAPHQL = False  # the per-spec REST reads (GraphQL's fallback)
+def test_a_blob_larger_than_its_tree_entry_said_is_not_kept(gh, deployer_client, per_spec_reads):
     import base64
 
     big = base64.b64encode(("# " + "w" * 2_000_000 + "\n").encode()).decode()
