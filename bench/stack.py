@@ -128,14 +128,7 @@ class Stack:
         return env
 
     def manage(self, *args: str) -> None:
-        subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self.manage_wait(self.manage_start(*args))
 
     def manage_start(self, *args: str) -> subprocess.Popen:
         """``manage.py`` in the background; ``manage_wait`` checks how it ended."""
