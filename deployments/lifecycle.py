@@ -18,9 +18,11 @@ notable fact that is not a move (a run linked, a dispatch answer lost). No GitHu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+from typing import TYPE_CHECKING, Any, cast
 
-from django.db import models, transaction
+from django.db import connections, models, router, transaction
+from django.db.models import sql
 from django.utils import timezone
 
 if TYPE_CHECKING:
@@ -191,14 +193,21 @@ def transition(
             request.status = expected
             raise IllegalTransition(request.pk, expected, to)
         now = timezone.now()
-        with transaction.atomic():
-            moved = model.objects.filter(pk=request.pk, status=expected, **guard)._transition(
-                status=to, updated_at=now, **fields
-            )
-            if moved:
-                for name, value in {"status": to, "updated_at": now, **fields}.items():
-                    setattr(request, name, value)
-                return _event(request, source, actor, message, data, from_status=expected, to_status=to)
+        values = {"status": to, "updated_at": now, **fields}
+        rows = model.objects.filter(pk=request.pk, status=expected, **guard)
+        if _one_statement(model):
+            event = _new_event(request, source, actor, message, data, from_status=expected, to_status=to)
+            with _savepoint_if_nested(model):
+                if _update_with_event(rows, values, event):
+                    for name, value in values.items():
+                        setattr(request, name, value)
+                    return event
+        else:
+            with transaction.atomic():
+                if rows._transition(**values):
+                    for name, value in values.items():
+                        setattr(request, name, value)
+                    return _event(request, source, actor, message, data, from_status=expected, to_status=to)
         expected, seen = model.objects.values_list("status", "run_attempt").get(pk=request.pk)
         if (attempt is not None and seen >= attempt) or when:
             # The attempt was recorded, or a condition of ``when`` no longer holds: if only the
@@ -209,7 +218,7 @@ def transition(
     raise IllegalTransition(request.pk, expected, to)  # pragma: no cover - unreachable on a DAG
 
 
-def created(
+def create(
     request: DeploymentRequest,
     *,
     source: Source,
@@ -217,8 +226,26 @@ def created(
     message: str = "Request created.",
     data: dict[str, Any] | None = None,
 ) -> DeploymentEvent:
-    """Record the birth of ``request`` (in its first state), in the transaction that saved it."""
-    return _event(request, source, actor, message, data, from_status="", to_status=request.status)
+    """Save the new ``request`` (in its first state) and record its birth, in one transaction.
+    Raises IntegrityError, with nothing written, when the database refuses the request."""
+    model = type(request)
+    if not _one_statement(model):
+        with transaction.atomic():
+            request.save(force_insert=True)
+            return _event(request, source, actor, message, data, from_status="", to_status=request.status)
+    if request.status != Status.PENDING:  # as DeploymentRequest.save(), which this path skips
+        from .models import LifecycleError
+
+        raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
+    event = _new_event(request, source, actor, message, data, from_status="", to_status=request.status)
+    query = sql.InsertQuery(model)
+    query.insert_values([f for f in model._meta.local_concrete_fields if not f.primary_key], [request])
+    [(insert, params)] = query.get_compiler(using=router.db_for_write(model)).as_sql()
+    with _savepoint_if_nested(model):
+        _write_with_event(model, insert, params, event)
+    request.pk = event.request_id
+    request._state.adding, request._state.db = False, event._state.db
+    return event
 
 
 def record(
@@ -233,6 +260,87 @@ def record(
     return _event(request, source, actor, message, data, from_status=request.status, to_status=request.status)
 
 
+# --- PostgreSQL: a row and its event in one statement ------------------------------------------
+# psycopg sends a transaction's BEGIN and COMMIT as round trips of their own, so a write and its
+# event in a transaction cost four; written by one statement (a data-modifying WITH, which
+# PostgreSQL runs as one atomic statement: https://www.postgresql.org/docs/15/queries-with.html
+# #QUERIES-WITH-MODIFYING) they cost one (issue 18: statements per deploy). The SQL of the
+# request's INSERT or UPDATE is Django's own (its compilers: pre_save, field preparation).
+
+
+def _one_statement(model: type[models.Model]) -> bool:
+    return connections[router.db_for_write(model)].vendor == "postgresql"
+
+
+def _savepoint_if_nested(model: type[models.Model]) -> contextlib.AbstractContextManager[Any]:
+    """Inside a caller's transaction, a savepoint (a refused statement must not abort the
+    caller's transaction); in autocommit the statement is its own transaction."""
+    using = router.db_for_write(model)
+    return transaction.atomic(using=using) if connections[using].in_atomic_block else contextlib.nullcontext()
+
+
+def _update_with_event(rows: models.QuerySet[Any], values: dict[str, Any], event: DeploymentEvent) -> bool:
+    """UPDATE ``rows`` (one request at most) with ``values``; if a row was updated, INSERT
+    ``event`` for it. True when it was."""
+    query = cast(sql.UpdateQuery, rows.query.chain(sql.UpdateQuery))
+    query.add_update_values(values)
+    update, params = query.get_compiler(rows.db).as_sql()
+    return _write_with_event(rows.model, update, params, event)
+
+
+def _write_with_event(model: type[models.Model], write: str, params: Any, event: DeploymentEvent) -> bool:
+    """Run the INSERT or UPDATE ``write`` of one ``model`` row and, for the row it wrote, insert
+    ``event`` (its request is that row), as one statement. Sets the event's ids; False when
+    nothing was written."""
+    using = router.db_for_write(model)
+    connection = connections[using]
+    meta = event._meta
+
+    def qn(name: str | None) -> str:
+        return connection.ops.quote_name(cast(str, name))
+
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key and f.attname != "request_id"]
+    # Typed, as the SELECT's values are not VALUES of the table's columns.
+    values = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+    table, pk, events = qn(model._meta.db_table), qn(model._meta.pk.column), qn(meta.db_table)
+    columns = ", ".join(qn(f.column) for f in fields)
+    statement = (
+        f"WITH written AS ({write} RETURNING {table}.{pk}) "  # noqa: S608 (quoted names; values are parameters)
+        f"INSERT INTO {events} ({qn('request_id')}, {columns}) SELECT written.{pk}, {values} FROM written "
+        f"RETURNING {qn(meta.pk.column)}, {qn('request_id')}"
+    )
+    event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, (*params, *event_params))
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    event.pk, event.request_id = row
+    event._state.adding, event._state.db = False, using
+    return True
+
+
+def _new_event(
+    request: DeploymentRequest,
+    source: Source,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    message: str,
+    data: dict[str, Any] | None,
+    *,
+    from_status: str,
+    to_status: str,
+) -> DeploymentEvent:
+    return request.events.model(
+        request=request,
+        source=source,
+        actor_id=actor.pk if actor is not None and actor.is_authenticated else None,
+        from_status=from_status,
+        to_status=to_status,
+        message=message,
+        data=data or {},
+    )
+
+
 def _event(
     request: DeploymentRequest,
     source: Source,
@@ -243,11 +351,6 @@ def _event(
     from_status: str,
     to_status: str,
 ) -> DeploymentEvent:
-    return request.events.create(
-        source=source,
-        actor_id=actor.pk if actor is not None and actor.is_authenticated else None,
-        from_status=from_status,
-        to_status=to_status,
-        message=message,
-        data=data or {},
-    )
+    event = _new_event(request, source, actor, message, data, from_status=from_status, to_status=to_status)
+    event.save(force_insert=True)
+    return event

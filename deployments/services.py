@@ -169,26 +169,25 @@ def deployment_request_create(
             return _same_submission(existing, inputs), False
         raise
     flow, approval_required = review_policy(spec.environment)
+    request = DeploymentRequest(
+        requested_by=user,
+        mode=mode,
+        customer=spec.customer,
+        environment=spec.environment,
+        instance_name=spec.instance_name,
+        instance_type=spec.instance_type,
+        waf_enabled=spec.waf_enabled,
+        spec_before=current.text if current else "",
+        spec_after=podspec.render(spec),
+        inputs=inputs,
+        idempotency_key=idempotency_key,
+        flow=flow,
+        approval_required=approval_required,
+        redeploy_of=redeploy_of,
+        source_commit=source_commit,
+    )
     try:
-        with transaction.atomic():
-            request = DeploymentRequest.objects.create(
-                requested_by=user,
-                mode=mode,
-                customer=spec.customer,
-                environment=spec.environment,
-                instance_name=spec.instance_name,
-                instance_type=spec.instance_type,
-                waf_enabled=spec.waf_enabled,
-                spec_before=current.text if current else "",
-                spec_after=podspec.render(spec),
-                inputs=inputs,
-                idempotency_key=idempotency_key,
-                flow=flow,
-                approval_required=approval_required,
-                redeploy_of=redeploy_of,
-                source_commit=source_commit,
-            )
-            lifecycle.created(request, source=source, actor=user)
+        lifecycle.create(request, source=source, actor=user)
     except IntegrityError:
         existing = selectors.request_by_key(idempotency_key)
         if existing:

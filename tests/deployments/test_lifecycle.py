@@ -1,5 +1,6 @@
 """The lifecycle table, walked edge by edge, and the rules that keep it the only writer."""
 
+import contextlib
 import itertools
 import uuid
 
@@ -112,3 +113,60 @@ def test_a_fact_is_recorded_without_a_move(deployer):
     event = lifecycle.record(request, source=Source.WEBHOOK, message="Run linked.", data={"run_id": 7})
     assert (event.from_status, event.to_status, event.is_move) == ("dispatched", "dispatched", False)
     assert DeploymentRequest.objects.get(pk=request.pk).status == Status.DISPATCHED
+
+
+def _new_request(user, **fields) -> DeploymentRequest:
+    values = {
+        "requested_by": user, "mode": "new", "customer": "globex", "environment": "prod",
+        "instance_name": "globex-web", "instance_type": "t3.small", "waf_enabled": False,
+        "inputs": {"customer": "globex"}, "idempotency_key": uuid.uuid4(),
+    }  # fmt: skip
+    return DeploymentRequest(**(values | fields))
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["autocommit", "in a transaction"])
+@pytest.mark.django_db(transaction=True)
+def test_a_request_is_born_with_its_event_or_not_at_all(deployer, nested):
+    """lifecycle.create(): the request and its ``pending`` event (on PostgreSQL one statement),
+    the saved instance usable as Django's; a refused request writes nothing and leaves the
+    caller's transaction usable."""
+    from django.db import transaction
+
+    outer = transaction.atomic() if nested else contextlib.nullcontext()
+    with outer:
+        request = _new_request(deployer)
+        event = lifecycle.create(request, source=Source.WEB, actor=deployer, data={"via": "test"})
+        assert request.pk and not request._state.adding
+        stored = DeploymentRequest.objects.get(pk=request.pk)
+        assert (stored.status, stored.inputs, stored.requested_by_id) == (
+            "pending",
+            {"customer": "globex"},
+            deployer.pk,
+        )
+        assert stored.created_at == request.created_at and stored.updated_at == request.updated_at
+        assert list(
+            stored.events.values_list("pk", "from_status", "to_status", "actor_id", "source", "data")
+        ) == [(event.pk, "", "pending", deployer.pk, "web", {"via": "test"})]
+        assert event.request == request and DeploymentEvent.objects.get(pk=event.pk).at == event.at
+        # The same key again: the unique constraint refuses it and nothing is written.
+        with pytest.raises(IntegrityError):
+            lifecycle.create(
+                _new_request(deployer, idempotency_key=request.idempotency_key), source=Source.WEB, actor=None
+            )
+        with pytest.raises(LifecycleError):
+            lifecycle.create(_new_request(deployer, status=Status.DISPATCHED), source=Source.WEB, actor=None)
+        # The caller's transaction (if any) still works.
+        assert (DeploymentRequest.objects.count(), DeploymentEvent.objects.count()) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_refused_by_the_database_writes_no_event(deployer):
+    """Two requests of one pod may not both be active (a constraint): the second's move back to
+    an active state is refused by the database and leaves no event behind."""
+    first = make_request(deployer, status=Status.DISPATCH_FAILED)
+    make_request(deployer, status=Status.DISPATCHED)
+    events = DeploymentEvent.objects.count()
+    with pytest.raises(IntegrityError):
+        lifecycle.transition(first, Status.QUEUED, source=Source.SYNC)
+    assert DeploymentEvent.objects.count() == events
+    assert DeploymentRequest.objects.get(pk=first.pk).status == Status.DISPATCH_FAILED

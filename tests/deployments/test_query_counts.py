@@ -3,8 +3,10 @@
 What POST /deploy/ costs the database on top of GitHub's round trip, after a preview (the
 inventory is warm): the session, the user and its permissions (one query), the inventory's
 cache entry, then two write transactions: the request is saved (with its ``pending`` event)
-before GitHub is called, and moved to ``dispatched`` (with its event) after. A key seen before
-is found by the INSERT's unique constraint, not by a lookup first.
+before GitHub is called, and moved to ``dispatched`` (with its event) after. On PostgreSQL each
+is one statement in autocommit (lifecycle: a data-modifying WITH), as psycopg would send BEGIN
+and COMMIT as round trips of their own. A key seen before is found by the INSERT's unique
+constraint, not by a lookup first.
 A change that adds a statement or a transaction fails here and must say why it is worth it.
 """
 
@@ -18,6 +20,14 @@ from tests.helpers import EDIT_ACME_PROD, form
 MAX_SELECTS = 4
 # Writes: INSERT request + INSERT event (one transaction), UPDATE request + INSERT event (another).
 WRITES = ["INSERT", "INSERT", "UPDATE", "INSERT"]
+# On PostgreSQL each pair is one statement, outside any transaction block.
+POSTGRES_WRITES = [
+    (
+        'WITH written AS (INSERT INTO "deployments_deploymentrequest"',
+        'INSERT INTO "deployments_deploymentevent"',
+    ),
+    ('WITH written AS (UPDATE "deployments_deploymentrequest"', 'INSERT INTO "deployments_deploymentevent"'),
+]
 
 
 def _verb(sql: str) -> str:
@@ -27,7 +37,13 @@ def _verb(sql: str) -> str:
 def test_deploy_spends_four_reads_and_two_write_transactions(gh_tx, deployer_client):
     data = form(EDIT_ACME_PROD)
     deployer_client.post("/deploy/preview/", data)  # the inventory is warm, as after a preview
-    with CaptureQueriesContext(connection) as captured:
+    autocommit: list[bool] = []
+
+    def record(execute, sql, *args):
+        autocommit.append(connection.get_autocommit() and not connection.in_atomic_block)
+        return execute(sql, *args)
+
+    with CaptureQueriesContext(connection) as captured, connection.execute_wrapper(record):
         response = deployer_client.post("/deploy/", data)
     assert response.status_code == 302
     request = DeploymentRequest.objects.get()
@@ -40,8 +56,19 @@ def test_deploy_spends_four_reads_and_two_write_transactions(gh_tx, deployer_cli
         "dispatched",
     ]
     verbs = [_verb(q["sql"]) for q in captured.captured_queries]
-    statements = [v for v in verbs if v in ("SELECT", "INSERT", "UPDATE", "DELETE")]
-    assert [v for v in statements if v != "SELECT"] == WRITES, verbs
+    statements = [v for v in verbs if v in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")]
+    if connection.vendor == "postgresql":
+        writes = [
+            (q["sql"], free)
+            for q, free in zip(captured.captured_queries, autocommit, strict=True)
+            if _verb(q["sql"]) != "SELECT"
+        ]
+        assert len(writes) == len(POSTGRES_WRITES), verbs
+        for (sql, free), (write, event) in zip(writes, POSTGRES_WRITES, strict=True):
+            assert sql.startswith(write) and event in sql, sql
+            assert free, "a write ran in a transaction block: psycopg sent BEGIN and COMMIT round trips"
+    else:
+        assert [v for v in statements if v != "SELECT"] == WRITES, verbs
     assert statements.count("SELECT") <= MAX_SELECTS, verbs
     assert "SAVEPOINT" not in verbs, verbs  # no nested transaction
     if connection.vendor == "sqlite":  # BEGIN/COMMIT are visible statements on SQLite only
