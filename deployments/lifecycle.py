@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-    from .models import DeploymentEvent, DeploymentRequest
+    from .models import DeploymentEvent, DeploymentRequest, DeploymentRequestQuerySet
 
 
 class Status(models.TextChoices):
@@ -194,20 +194,11 @@ def transition(
             raise IllegalTransition(request.pk, expected, to)
         now = timezone.now()
         values = {"status": to, "updated_at": now, **fields}
-        rows = model.objects.filter(pk=request.pk, status=expected, **guard)
-        if _one_statement(model):
-            event = _new_event(request, source, actor, message, data, from_status=expected, to_status=to)
-            with _savepoint_if_nested(model):
-                if _update_with_event(rows, values, event):
-                    for name, value in values.items():
-                        setattr(request, name, value)
-                    return event
-        else:
-            with transaction.atomic():
-                if rows._transition(**values):
-                    for name, value in values.items():
-                        setattr(request, name, value)
-                    return _event(request, source, actor, message, data, from_status=expected, to_status=to)
+        event = _new_event(request, source, actor, message, data, from_status=expected, to_status=to)
+        if _update_with_event(model.objects.filter(pk=request.pk, status=expected, **guard), values, event):
+            for name, value in values.items():
+                setattr(request, name, value)
+            return event
         expected, seen = model.objects.values_list("status", "run_attempt").get(pk=request.pk)
         if (attempt is not None and seen >= attempt) or when:
             # The attempt was recorded, or a condition of ``when`` no longer holds: if only the
@@ -228,23 +219,8 @@ def create(
 ) -> DeploymentEvent:
     """Save the new ``request`` (in its first state) and record its birth, in one transaction.
     Raises IntegrityError, with nothing written, when the database refuses the request."""
-    model = type(request)
-    if not _one_statement(model):
-        with transaction.atomic():
-            request.save(force_insert=True)
-            return _event(request, source, actor, message, data, from_status="", to_status=request.status)
-    if request.status != Status.PENDING:  # as DeploymentRequest.save(), which this path skips
-        from .models import LifecycleError
-
-        raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
     event = _new_event(request, source, actor, message, data, from_status="", to_status=request.status)
-    query = sql.InsertQuery(model)
-    query.insert_values([f for f in model._meta.local_concrete_fields if not f.primary_key], [request])
-    [(insert, params)] = query.get_compiler(using=router.db_for_write(model)).as_sql()
-    with _savepoint_if_nested(model):
-        _write_with_event(model, insert, params, event)
-    request.pk = event.request_id
-    request._state.adding, request._state.db = False, event._state.db
+    _insert_with_event(request, event)
     return event
 
 
@@ -257,7 +233,11 @@ def record(
     data: dict[str, Any] | None = None,
 ) -> DeploymentEvent:
     """Record a notable fact about ``request`` that does not change its state."""
-    return _event(request, source, actor, message, data, from_status=request.status, to_status=request.status)
+    event = _new_event(
+        request, source, actor, message, data, from_status=request.status, to_status=request.status
+    )
+    event.save(force_insert=True)
+    return event
 
 
 # --- PostgreSQL: a row and its event in one statement ------------------------------------------
@@ -272,16 +252,37 @@ def _one_statement(model: type[models.Model]) -> bool:
     return connections[router.db_for_write(model)].vendor == "postgresql"
 
 
-def _savepoint_if_nested(model: type[models.Model]) -> contextlib.AbstractContextManager[Any]:
-    """Inside a caller's transaction, a savepoint (a refused statement must not abort the
-    caller's transaction); in autocommit the statement is its own transaction."""
-    using = router.db_for_write(model)
-    return transaction.atomic(using=using) if connections[using].in_atomic_block else contextlib.nullcontext()
+def _insert_with_event(request: DeploymentRequest, event: DeploymentEvent) -> None:
+    """INSERT the new ``request`` and its ``event``, in one transaction."""
+    model = type(request)
+    if not _one_statement(model):
+        with transaction.atomic():
+            request.save(force_insert=True)
+            event.save(force_insert=True)  # its request_id is the request's new pk (Django's save)
+        return
+    if request.status != Status.PENDING:  # as DeploymentRequest.save(), which this path skips
+        from .models import LifecycleError
+
+        raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
+    query = sql.InsertQuery(model)
+    query.insert_values([f for f in model._meta.local_concrete_fields if not f.primary_key], [request])
+    [(insert, params)] = query.get_compiler(using=router.db_for_write(model)).as_sql()
+    _write_with_event(model, insert, params, event)
+    request.pk = event.request_id
+    request._state.adding, request._state.db = False, event._state.db
 
 
-def _update_with_event(rows: models.QuerySet[Any], values: dict[str, Any], event: DeploymentEvent) -> bool:
-    """UPDATE ``rows`` (one request at most) with ``values``; if a row was updated, INSERT
-    ``event`` for it. True when it was."""
+def _update_with_event(
+    rows: DeploymentRequestQuerySet[Any], values: dict[str, Any], event: DeploymentEvent
+) -> bool:
+    """UPDATE ``rows`` (one request at most) with ``values`` and, if a row was updated, INSERT
+    ``event`` for it, in one transaction. True when it was."""
+    if not _one_statement(rows.model):
+        with transaction.atomic():
+            if not rows._transition(**values):
+                return False
+            event.save(force_insert=True)
+            return True
     query = cast(sql.UpdateQuery, rows.query.chain(sql.UpdateQuery))
     query.add_update_values(values)
     update, params = query.get_compiler(rows.db).as_sql()
@@ -310,7 +311,10 @@ def _write_with_event(model: type[models.Model], write: str, params: Any, event:
         f"RETURNING {qn(meta.pk.column)}, {qn('request_id')}"
     )
     event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
-    with connection.cursor() as cursor:
+    # In autocommit the statement is its own transaction; inside a caller's, a savepoint keeps a
+    # refused statement from aborting the caller's transaction.
+    savepoint = transaction.atomic(using=using) if connection.in_atomic_block else contextlib.nullcontext()
+    with savepoint, connection.cursor() as cursor:
         cursor.execute(statement, (*params, *event_params))
         row = cursor.fetchone()
     if row is None:
@@ -339,18 +343,3 @@ def _new_event(
         message=message,
         data=data or {},
     )
-
-
-def _event(
-    request: DeploymentRequest,
-    source: Source,
-    actor: AbstractBaseUser | AnonymousUser | None,
-    message: str,
-    data: dict[str, Any] | None,
-    *,
-    from_status: str,
-    to_status: str,
-) -> DeploymentEvent:
-    event = _new_event(request, source, actor, message, data, from_status=from_status, to_status=to_status)
-    event.save(force_insert=True)
-    return event
