@@ -245,7 +245,8 @@ def record(
 # event in a transaction cost four; written by one statement (a data-modifying WITH, which
 # PostgreSQL runs as one atomic statement: https://www.postgresql.org/docs/15/queries-with.html
 # #QUERIES-WITH-MODIFYING) they cost one (issue 18: statements per deploy). The SQL of the
-# request's INSERT or UPDATE is Django's own (its compilers: pre_save, field preparation).
+# request's INSERT or UPDATE is Django's own (its compilers: pre_save, field preparation). No
+# model signals are sent for these rows there (nothing in the portal listens to their saves).
 
 
 def _one_statement(model: type[models.Model]) -> bool:
