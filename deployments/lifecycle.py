@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, cast
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router, transaction
 from django.db.models import sql
 from django.utils import timezone
@@ -261,10 +262,7 @@ def _insert_with_event(request: DeploymentRequest, event: DeploymentEvent) -> No
             request.save(force_insert=True)
             event.save(force_insert=True)  # its request_id is the request's new pk (Django's save)
         return
-    if request.status != Status.PENDING:  # as DeploymentRequest.save(), which this path skips
-        from .models import LifecycleError
-
-        raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
+    request.check_first_state()  # as DeploymentRequest.save(), which this path skips
     query = sql.InsertQuery(model)
     query.insert_values([f for f in model._meta.local_concrete_fields if not f.primary_key], [request])
     [(insert, params)] = query.get_compiler(using=router.db_for_write(model)).as_sql()
@@ -286,7 +284,10 @@ def _update_with_event(
             return True
     query = cast(sql.UpdateQuery, rows.query.chain(sql.UpdateQuery))
     query.add_update_values(values)
-    update, params = query.get_compiler(rows.db).as_sql()
+    try:
+        update, params = query.get_compiler(router.db_for_write(rows.model)).as_sql()
+    except EmptyResultSet:  # a condition no row can meet (QuerySet.update() updates none)
+        return False
     return _write_with_event(rows.model, update, params, event)
 
 
@@ -302,8 +303,9 @@ def _write_with_event(model: type[models.Model], write: str, params: Any, event:
         return connection.ops.quote_name(cast(str, name))
 
     fields = [f for f in meta.local_concrete_fields if not f.primary_key and f.attname != "request_id"]
-    # Typed, as the SELECT's values are not VALUES of the table's columns.
-    values = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+    # Typed, as the SELECT's values are not VALUES of the table's columns; without a length (a
+    # CAST to varchar(n) would cut a longer value, where the INSERT refuses it).
+    values = ", ".join(f"CAST(%s AS {str(f.db_type(connection)).split('(')[0]})" for f in fields)
     table, pk, events = qn(model._meta.db_table), qn(model._meta.pk.column), qn(meta.db_table)
     columns = ", ".join(qn(f.column) for f in fields)
     statement = (

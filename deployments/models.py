@@ -170,14 +170,18 @@ class DeploymentRequest(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         # A new request starts pending; after that only lifecycle.transition() writes the status.
         if self._state.adding:
-            if self.status != self.Status.PENDING:
-                raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
+            self.check_first_state()
         elif "status" in (kwargs.get("update_fields") or ["status"]):
             raise LifecycleError("Save a request with update_fields that leave out status.")
         super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("request_detail", args=[self.pk])
+
+    def check_first_state(self) -> None:
+        """A new request starts pending (save(), and lifecycle's one-statement INSERT)."""
+        if self.status != self.Status.PENDING:
+            raise LifecycleError("A request is created pending; lifecycle.transition() moves it on.")
 
     @property
     def pod(self) -> str:

@@ -170,3 +170,28 @@ def test_a_move_refused_by_the_database_writes_no_event(deployer):
         lifecycle.transition(first, Status.QUEUED, source=Source.SYNC)
     assert DeploymentEvent.objects.count() == events
     assert DeploymentRequest.objects.get(pk=first.pk).status == Status.DISPATCH_FAILED
+
+
+def test_a_move_under_a_condition_no_row_can_meet_is_refused(deployer):
+    """As QuerySet.update() with an always-false filter: nothing moves, nothing is recorded."""
+    request = make_request(deployer, status=Status.DISPATCHED)
+    events = request.events.count()
+    with pytest.raises(lifecycle.IllegalTransition):
+        lifecycle.transition(request, Status.QUEUED, source=Source.SYNC, when={"run_id__in": []})
+    assert DeploymentRequest.objects.get(pk=request.pk).status == Status.DISPATCHED
+    assert request.events.count() == events
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_value_longer_than_its_column_is_refused_not_cut(deployer):
+    """PostgreSQL refuses a value longer than its varchar column, in the one-statement path too
+    (a CAST to varchar(n) would cut it silently). SQLite has no length limits."""
+    from django.db import DataError, connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not enforce varchar lengths")
+    request = make_request(deployer, status=Status.DISPATCHED)
+    with pytest.raises(DataError):
+        lifecycle.transition(request, Status.QUEUED, source="webhook-but-longer")
+    assert DeploymentRequest.objects.get(pk=request.pk).status == Status.DISPATCHED
+    assert not request.events.filter(source__startswith="webhook-").exists()

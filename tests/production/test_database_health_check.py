@@ -64,3 +64,18 @@ def test_a_connection_left_in_a_transaction_gets_djangos_check(monkeypatch):
     _backend_pid()
     assert len(sent) == 2  # SELECT 1, then the request's statement
     connection.connection.execute("ROLLBACK")
+
+
+def test_a_connection_idle_for_long_gets_djangos_check(monkeypatch):
+    """A peer that vanished without closing leaves nothing to read: after QUIET_SECONDS of
+    idling the look at the socket is not trusted and Django's SELECT 1 runs."""
+    from portal.postgresql import base
+
+    pid = _backend_pid()
+    connection._used_at -= base.QUIET_SECONDS + 1  # as if the last request were that long ago
+    sent = []
+    cursor = connection.connection.cursor
+    monkeypatch.setattr(connection.connection, "cursor", lambda *a, **k: sent.append(1) or cursor(*a, **k))
+    close_old_connections()
+    assert _backend_pid() == pid
+    assert len(sent) == 2  # SELECT 1, then the request's statement
