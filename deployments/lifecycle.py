@@ -302,7 +302,8 @@ def _write_with_event(model: type[models.Model], write: str, params: Any, event:
     def qn(name: str | None) -> str:
         return connection.ops.quote_name(cast(str, name))
 
-    fields = [f for f in meta.local_concrete_fields if not f.primary_key and f.attname != "request_id"]
+    link = meta.get_field("request")  # the event's request: the row written
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key and f != link]
     # Typed, as the SELECT's values are not VALUES of the table's columns; without a length (a
     # CAST to varchar(n) would cut a longer value, where the INSERT refuses it).
     values = ", ".join(f"CAST(%s AS {str(f.db_type(connection)).split('(')[0]})" for f in fields)
@@ -310,8 +311,8 @@ def _write_with_event(model: type[models.Model], write: str, params: Any, event:
     columns = ", ".join(qn(f.column) for f in fields)
     statement = (
         f"WITH written AS ({write} RETURNING {table}.{pk}) "  # noqa: S608 (quoted names; values are parameters)
-        f"INSERT INTO {events} ({qn('request_id')}, {columns}) SELECT written.{pk}, {values} FROM written "
-        f"RETURNING {qn(meta.pk.column)}, {qn('request_id')}"
+        f"INSERT INTO {events} ({qn(link.column)}, {columns}) SELECT written.{pk}, {values} FROM written "
+        f"RETURNING {qn(meta.pk.column)}, {qn(link.column)}"
     )
     event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
     # In autocommit the statement is its own transaction; inside a caller's, a savepoint keeps a
