@@ -125,6 +125,13 @@ def test_nginx_spreads_requests_over_both_instances(portal, nginx):
     browser = Browser(nginx.port)
     statuses = [browser.get(f"/health/live?spread={marker}").status for _ in range(20)]
     assert statuses == [200] * 20
+    # A response can reach the client before its access-log line reaches podman's log: wait
+    # for the lines (bounded), then count them.
+    wait_for(
+        lambda: sum(access_log_hits(web.name, marker) for web in portal.webs) >= 20,
+        what="the 20 access-log lines",
+        limit=10,
+    )
     hits = [access_log_hits(web.name, marker) for web in portal.webs]
     assert sum(hits) == 20 and min(hits) > 0, hits
 
