@@ -40,6 +40,7 @@ from social_core.exceptions import (
 from social_django import views as social_views
 
 from .groups import apply_group_map, parse_group_map
+from .sessions import SessionUserBackend
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,13 @@ def team_group_map() -> dict[str, set[str]]:
     return {slug.lower(): targets for slug, targets in mapping.items()}
 
 
-class PortalGitHubBackend(GithubOrganizationOAuth2):
-    """python-social-auth's GitHub organization backend on the portal's GitHub host and settings."""
+class PortalGitHubBackend(SessionUserBackend, GithubOrganizationOAuth2):
+    """python-social-auth's GitHub organization backend on the portal's GitHub host and settings.
+    Its ``get_user`` takes the user read with the session, active accounts only, as
+    python-social-auth's own (``filter_active_users``)."""
+
+    def session_user_allowed(self, user: Any) -> bool:
+        return bool(user.is_active)
 
     name = "github"
     title = "GitHub"

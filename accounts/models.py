@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.db import models
 
 
@@ -24,3 +25,31 @@ class ExternalIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} ({self.subject} at {self.issuer})"
+
+
+class PortalSession(AbstractBaseSession):
+    """Django's database session with the signed-in user's id beside it (``accounts.sessions``):
+    a request reads its session, its user and the user's permissions in one statement.
+
+    The id is a copy of the session's own ``_auth_user_id``, written on each save; it is only
+    a join key. No database constraint: a user deleted while a session is open must not fail
+    that session's save (the join then finds no user and the session is anonymous, as before).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+
+    class Meta(AbstractBaseSession.Meta):
+        verbose_name = "session"
+        verbose_name_plural = "sessions"
+
+    @classmethod
+    def get_session_store_class(cls) -> type:
+        from .sessions import SessionStore
+
+        return SessionStore

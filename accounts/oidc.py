@@ -45,6 +45,7 @@ from mozilla_django_oidc.views import (  # type: ignore[import-untyped]
 
 from .groups import apply_group_map, parse_group_map
 from .models import ExternalIdentity
+from .sessions import SessionUserBackend
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +166,9 @@ def _text(claims: dict[str, Any], name: str, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-class PortalOIDCBackend(OIDCAuthenticationBackend):
-    """mozilla-django-oidc's backend, configured by discovery, with the portal's account rules."""
+class PortalOIDCBackend(SessionUserBackend, OIDCAuthenticationBackend):
+    """mozilla-django-oidc's backend, configured by discovery, with the portal's account rules.
+    Its ``get_user`` (any account with the id) takes the user read with the session."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # The library reads its endpoints here; the portal reads them at sign-in, from discovery,

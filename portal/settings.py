@@ -60,7 +60,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Django's, reading the user (and permissions) with the session: accounts/sessions.py.
+    "accounts.sessions.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "deployments.middleware.GitHubErrorMiddleware",
@@ -178,6 +179,8 @@ if env.bool("DJANGO_SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_REDIRECT_EXEMPT = [r"^health(/live)?$"]
 SESSION_COOKIE_HTTPONLY = True
+# Django's database sessions, read with their user and permissions in one statement.
+SESSION_ENGINE = "accounts.sessions"
 X_FRAME_OPTIONS = "DENY"
 if not SECURE_HSTS_PRELOAD:
     # Preloading commits the whole domain to HTTPS in browsers: the domain owner's decision, made

@@ -69,8 +69,8 @@ def test_search_matches_pod_and_instance_name_in_any_case(gh, db, viewer_client)
 
 
 def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh_window, deployer):
-    """A warm view reads the session, the user, the listing's version and the requests' stamp:
-    no per-pod query, no "running now" query; a new request shows at once on the next view."""
+    """A warm view reads the session (with its user), the listing's version and the requests'
+    stamp: no per-pod query, no "running now" query; a new request shows at once on the next view."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -81,8 +81,9 @@ def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh
     with CaptureQueriesContext(connection) as queries:
         page = client.get("/").content.decode()
     assert "acme/prod" in page and "No deployment is running." in page
-    tables = [q["sql"].split(" FROM ", 1)[1].split()[0] for q in queries]
-    assert tables == ['"django_session"', '"auth_user"', '"portal_cache"', '"deployments_deploymentrequest"']
+    tables = [q["sql"].rsplit(" FROM ", 1)[1].split()[0] for q in queries]  # outermost FROM
+    assert tables == ['"accounts_portalsession"', '"portal_cache"', '"deployments_deploymentrequest"']
+    assert 'JOIN "auth_user"' in queries[0]["sql"]
     assert queries[-1]["sql"].endswith("LIMIT 1")  # the stamp (newest change), not the requests
 
     request = make_request(deployer, customer="acme", environment="prod", status="dispatched")
