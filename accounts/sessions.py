@@ -27,6 +27,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.models import Group, Permission
 from django.contrib.sessions.backends.db import SessionStore as DBStore
+from django.core.exceptions import ValidationError
 from django.db import connections, router
 from django.db.models import Q
 from django.utils import timezone
@@ -155,7 +156,7 @@ class SessionStore(DBStore):
         session: Any = super().create_model_instance(data)
         try:
             session.user_id = get_user_model()._meta.pk.to_python(data.get(auth.SESSION_KEY))
-        except Exception:  # not an id (a session from elsewhere): the column stays empty
+        except (ValidationError, TypeError, ValueError):  # not an id: the column stays empty
             session.user_id = None
         return session
 

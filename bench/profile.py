@@ -31,7 +31,8 @@ from .stack import CREATE_DEPLOYER, USERNAME, Stack, _recreate_database
 # What a view's time is made of: (label, module, attribute path). Each is timed around its
 # calls, without the profiler, minus the GitHub HTTP time spent inside it.
 PARTS = [
-    ("session load", "django.contrib.sessions.backends.db", "SessionStore.load"),
+    # accounts.sessions: the session row with its user and their permissions, one statement.
+    ("session load (with user, permissions)", "django.contrib.sessions.backends.db", "SessionStore.load"),
     ("user lookup (session → user)", "django.contrib.auth", "get_user"),
     ("has_perm (permission lookups)", "django.contrib.auth.models", "PermissionsMixin.has_perm"),
     ("inventory listing (cache, 304 check)", "deployments.inventory", "_load"),

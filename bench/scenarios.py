@@ -753,8 +753,9 @@ def throughput(
         f"({no_latency['median'] / bare['median']:.2f}× bare)."
     )
     row.notes.append(
-        f"floor of a signed-in view (/pods/live/ answered 304: session, user and stamp queries, nothing "
-        f"rendered): {floor['median']:.0f} req/s ({floor['median'] / bare['median']:.2f}× bare; "
+        f"floor of a signed-in view (/pods/live/ answered 304: the session with its user, and the "
+        f"stamp: 2 queries, nothing rendered): {floor['median']:.0f} req/s "
+        f"({floor['median'] / bare['median']:.2f}× bare; "
         f"non-2xx/3xx {floor['non_2xx_3xx']}); pods page = "
         f"{pods['median'] / floor['median']:.2f}× that floor. /pods/new/ (renders a form): "
         f"{login_page['median']:.0f} req/s."

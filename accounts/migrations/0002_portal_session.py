@@ -5,9 +5,16 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def forget_djangos_sessions(apps, schema_editor):
+    """The session engine now reads accounts_portalsession (accounts.sessions): the rows of
+    Django's table can no longer sign anyone in, so their data is not kept."""
+    apps.get_model("sessions", "Session").objects.using(schema_editor.connection.alias).all().delete()
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0001_initial"),
+        ("sessions", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -40,4 +47,5 @@ class Migration(migrations.Migration):
                 "abstract": False,
             },
         ),
+        migrations.RunPython(forget_djangos_sessions, migrations.RunPython.noop),
     ]

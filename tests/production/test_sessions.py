@@ -142,3 +142,24 @@ def test_each_backend_keeps_its_own_rule_for_the_session_user(db, backend, inact
     assert len(queries) == 1
     User.objects.filter(pk=user.pk).update(is_active=False)
     assert _request(client).user.is_authenticated == inactive_signed_in
+
+
+def test_the_migration_drops_the_rows_of_djangos_session_table(db):
+    """Django's table can no longer sign anyone in (the engine reads PortalSession): its rows,
+    session data included, are deleted when the new table is made."""
+    import importlib
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    migration = importlib.import_module("accounts.migrations.0002_portal_session")
+    Session.objects.create(
+        session_key="x" * 32, session_data="old", expire_date=timezone.now() + timedelta(days=1)
+    )
+    kept = _signed_in(make_user(username="dana"))
+    migration.forget_djangos_sessions(apps, SimpleNamespace(connection=connection))
+    assert not Session.objects.exists()
+    assert _request(kept).user.username == "dana"
