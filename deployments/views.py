@@ -1,14 +1,18 @@
+import hashlib
 import uuid
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.cache import caches
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -77,7 +81,31 @@ def pod_list(request):
         "stamp": stamp,
         "poll_seconds": SimpleLazyObject(lambda: live.pods_poll_seconds(list(running))),
     }
-    return render(request, "deployments/pod_list.html", context)
+    return _render_reused(request, "deployments/pod_list.html", context, version=context["content_version"])
+
+
+# A page is reused as long as its content fragment ({% cache 60 … %}: the "ago" of the last
+# deployments moves on) and never longer.
+PAGE_SECONDS = 60
+# Put where the CSRF token goes in a reused page. Safe (not escaped) on purpose: escaped text,
+# which is all a page shows of what people and repositories wrote, can never contain a "<".
+_CSRF_SLOT = mark_safe("<csrf-token-slot>")  # noqa: S308 (a constant)
+
+
+def _render_reused(request: HttpRequest, template: str, context: dict, *, version: str) -> HttpResponse:
+    """``render``, reusing the page rendered for the same ``version`` of its content and the same
+    person (the header shows their name, and the Admin link to staff) within PAGE_SECONDS, per
+    process (the "fragments" cache); each response gets its own CSRF token, as Django's
+    ``{% csrf_token %}`` would give it. What the page shows must all be in ``version``."""
+    user = request.user
+    identity = "\0".join([template, version, str(user.pk), user.get_username(), str(user.is_staff)])
+    key = "page:" + hashlib.sha256(identity.encode()).hexdigest()
+    pages = caches["fragments"]
+    body = pages.get(key)
+    if body is None:
+        body = render(request, template, {**context, "csrf_token": _CSRF_SLOT}).content
+        pages.set(key, body, PAGE_SECONDS)
+    return HttpResponse(body.replace(_CSRF_SLOT.encode(), get_token(request).encode()))
 
 
 @require_GET

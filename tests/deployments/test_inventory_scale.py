@@ -92,6 +92,47 @@ def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh
     assert "No deployment is running." not in page
 
 
+def test_a_reused_pods_page_is_each_persons_own_with_a_working_csrf_token(gh, db, fresh_window, deployer):
+    """The warm pods page is rendered once per content and person, per process: the next view
+    renders no template, shows the same person's name, and its sign-out form carries a CSRF
+    token of this response that Django accepts. Another person gets their own page."""
+    import re
+
+    from django.test import Client
+
+    from tests.helpers import make_user
+
+    def signed_in(user) -> Client:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        return client
+
+    def token(page: str) -> str:
+        return re.findall(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)[0]
+
+    dana, staff = signed_in(deployer), signed_in(make_user(username="sam", staff=True))
+    first = dana.get("/")
+    assert first.templates  # rendered
+    again = dana.get("/")
+    assert again.status_code == 200 and not again.templates  # reused: nothing rendered
+    page = again.content.decode()
+    assert "acme/prod" in page and ">dana</span>" in page and ">Admin</a>" not in page
+    assert "csrf-token-slot" not in page and token(page) != token(first.content.decode())
+    other = staff.get("/").content.decode()
+    assert ">sam</span>" in other and ">Admin</a>" in other and ">dana</span>" not in other
+    signed_out = dana.post("/accounts/logout/", {"csrfmiddlewaretoken": token(page)})
+    assert signed_out.status_code == 302
+    assert dana.get("/").status_code == 302  # to the sign-in page: the token was good
+
+
+def test_text_that_looks_like_the_token_slot_stays_text(gh, db, fresh_window, deployer_client):
+    """The slot is unescaped markup: a search for its text is shown escaped, never a token."""
+    deployer_client.get("/?q=<csrf-token-slot>")
+    page = deployer_client.get("/?q=<csrf-token-slot>").content.decode()
+    assert 'value="&lt;csrf-token-slot&gt;"' in page
+    assert page.count('name="csrfmiddlewaretoken"') == 1
+
+
 def test_listing_is_cached_in_parts_and_a_lost_part_costs_only_the_tree(gh, db, monkeypatch):
     """A worker reads the cached listing a part at a time (never a whole 10,000-pod pickle);
     when a part was evicted the listing is made again from the cached blobs: the trees only."""
