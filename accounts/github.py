@@ -91,7 +91,12 @@ class PortalGitHubBackend(SessionUserBackend, GithubOrganizationOAuth2):
     python-social-auth's own (``filter_active_users``)."""
 
     def session_user_allowed(self, user: Any) -> bool:
-        return bool(user.is_active)
+        # python-social-auth's filter_active_users: SOCIAL_AUTH_ACTIVE_USERS_FILTER, by default
+        # {"is_active": True}; another filter is asked of the database, as python-social-auth does.
+        rule = getattr(settings, "SOCIAL_AUTH_ACTIVE_USERS_FILTER", None)
+        if rule is None:
+            return bool(user.is_active)
+        return bool(type(user)._default_manager.filter(pk=user.pk, **rule).exists())
 
     name = "github"
     title = "GitHub"

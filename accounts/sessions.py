@@ -27,7 +27,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.models import Group, Permission
 from django.contrib.sessions.backends.db import SessionStore as DBStore
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections, router
 from django.db.models import Q
 from django.utils import timezone
@@ -68,10 +68,13 @@ class _Statement:
         self.user_fields = user_model._meta.concrete_fields
         self.session_names = [f.attname for f in self.session_fields]
         self.user_names = [f.attname for f in self.user_fields]
+        # Each column with the converters Django's compiler would apply to it (apply_converters).
+        columns_read = [f.get_col(f.model._meta.db_table) for f in (*self.session_fields, *self.user_fields)]
         self.converters = [
-            connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-            for col in (f.get_col(f.model._meta.db_table) for f in (*self.session_fields, *self.user_fields))
+            (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection))
+            for col in columns_read
         ]
+        self.user_pk = len(self.session_fields) + self.user_fields.index(user_model._meta.pk)
         session_user = q(session_model._meta.get_field("user").column)
         own = user_model._meta.get_field("user_permissions")  # user ↔ permission
         memberships = user_model._meta.get_field("groups")  # user ↔ group
@@ -81,8 +84,10 @@ class _Statement:
         name = f"c.{q('app_label')} || '.' || p.{q('codename')}"  # ModelBackend's "app_label.codename"
         if connection.vendor == "postgresql":
             names = f"JSON_AGG({name})::text"
-        else:
+        elif connection.vendor == "sqlite":
             names = f"JSON_GROUP_ARRAY({name})"
+        else:
+            raise ImproperlyConfigured("accounts.sessions reads sessions on PostgreSQL and SQLite only.")
         columns = [f"s.{q(f.column)}" for f in self.session_fields]
         columns += [f"u.{q(f.column)}" for f in self.user_fields]
         self.sql = (
@@ -108,13 +113,13 @@ class _Statement:
         if row is None:
             return None
         values = list(row[:-1])
-        for index, converters in enumerate(self.converters):
+        for index, (col, converters) in enumerate(self.converters):
             for convert in converters:
-                values[index] = convert(values[index], None, connection)
+                values[index] = convert(values[index], col, connection)
         split = len(self.session_fields)
         session = _session_model().from_db(connection.alias, self.session_names, values[:split])
         user = None
-        if values[split] is not None:  # the user's primary key: the join found the user
+        if values[self.user_pk] is not None:  # the join found the user
             user = get_user_model().from_db(connection.alias, self.user_names, values[split:])
         return session, user, json.loads(row[-1]) if row[-1] else []
 
@@ -153,12 +158,25 @@ class SessionStore(DBStore):
         return session
 
     def create_model_instance(self, data: dict[str, Any]) -> Any:
-        session: Any = super().create_model_instance(data)
-        try:
-            session.user_id = get_user_model()._meta.pk.to_python(data.get(auth.SESSION_KEY))
-        except (ValidationError, TypeError, ValueError):  # not an id: the column stays empty
-            session.user_id = None
-        return session
+        return _with_user_id(super().create_model_instance(data), data)
+
+    async def acreate_model_instance(self, data: dict[str, Any]) -> Any:
+        return _with_user_id(await super().acreate_model_instance(data), data)
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Django's ``clearsessions``, for this table and for rows an instance still running the
+        previous version wrote to Django's table during an update (they sign no one in here)."""
+        super().clear_expired()
+        DBStore.clear_expired()
+
+
+def _with_user_id(session: Any, data: dict[str, Any]) -> Any:
+    try:
+        session.user_id = get_user_model()._meta.pk.to_python(data.get(auth.SESSION_KEY))
+    except (ValidationError, TypeError, ValueError):  # not an id: the column stays empty
+        session.user_id = None
+    return session
 
 
 @contextmanager

@@ -1,4 +1,5 @@
 import hashlib
+import time
 import uuid
 from typing import Any
 
@@ -67,15 +68,17 @@ def pod_list(request):
     page = Paginator(pods, PODS_PER_PAGE).get_page(request.GET.get("page"))
     stamp = live.activity_stamp()
     running = SimpleLazyObject(live.running_now)
+    minute = int(time.time() // 60)
     context = {
         "page": page,
         "pods": pods,
         "query": query,
         "truncated": listing.truncated,
         "incomplete": listing.incomplete,
-        # The rendered content is reused until the specs or any request change (or a minute passes:
-        # the "ago" of the last deployments).
-        "content_version": f"{listing.version}:{stamp.etag}:{query}:{page.number}",
+        # The rendered content is reused until the specs or any request change, or the minute
+        # does (the "ago" of the last deployments): the minute is in the version, so the page
+        # reused whole and the fragment in it are never more than a minute old together.
+        "content_version": f"{listing.version}:{stamp.etag}:{query}:{page.number}:{minute}",
         "activity": SimpleLazyObject(lambda: selectors.pod_activity(page.object_list)),
         "running": running,
         "stamp": stamp,
@@ -84,8 +87,7 @@ def pod_list(request):
     return _render_reused(request, "deployments/pod_list.html", context, version=context["content_version"])
 
 
-# A page is reused as long as its content fragment ({% cache 60 … %}: the "ago" of the last
-# deployments moves on) and never longer.
+# A page is reused within the minute its version names, as its content fragment is.
 PAGE_SECONDS = 60
 # Put where the CSRF token goes in a reused page. Safe (not escaped) on purpose: escaped text,
 # which is all a page shows of what people and repositories wrote, can never contain a "<".
@@ -95,12 +97,12 @@ _CSRF_SLOT = mark_safe("<csrf-token-slot>")  # noqa: S308 (a constant)
 def _render_reused(request: HttpRequest, template: str, context: dict, *, version: str) -> HttpResponse:
     """``render``, reusing the page rendered for the same ``version`` of its content and the same
     person (the header shows their name, and the Admin link to staff) within PAGE_SECONDS, per
-    process (the "fragments" cache); each response gets its own CSRF token, as Django's
+    process (the "pages" cache); each response gets its own CSRF token, as Django's
     ``{% csrf_token %}`` would give it. What the page shows must all be in ``version``."""
     user = request.user
     identity = "\0".join([template, version, str(user.pk), user.get_username(), str(user.is_staff)])
     key = "page:" + hashlib.sha256(identity.encode()).hexdigest()
-    pages = caches["fragments"]
+    pages = caches["pages"]
     body = pages.get(key)
     if body is None:
         body = render(request, template, {**context, "csrf_token": _CSRF_SLOT}).content

@@ -138,6 +138,13 @@ CACHES = {
         "LOCATION": "fragments",
         "OPTIONS": {"MAX_ENTRIES": 64},
     },
+    # Whole pods pages, per process and person (deployments.views._render_reused), apart from
+    # the fragments so that many people's pages never push the shared fragments out.
+    "pages": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "pages",
+        "OPTIONS": {"MAX_ENTRIES": 32},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [

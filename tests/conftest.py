@@ -57,6 +57,7 @@ def use_emulator(fakegithub, settings):
     inventory._memo.clear()
     cache.clear()
     caches["fragments"].clear()
+    caches["pages"].clear()
     return fakegithub
 
 

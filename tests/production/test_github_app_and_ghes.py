@@ -145,6 +145,7 @@ def new_process() -> None:
     portal_gh.reset()
     inventory._memo.clear()
     caches["fragments"].clear()
+    caches["pages"].clear()
 
 
 def core_remaining(gh) -> int:

@@ -43,9 +43,12 @@ def _users() -> list[User]:
     direct.user_permissions.add(Permission.objects.get(codename="view_deploymentrequest"))
     both = make_user(username="both", deployer=True, approver=True)
     both.user_permissions.add(Permission.objects.get(codename="view_deploymentrequest"))
+    twice = make_user(username="twice", deployer=True)  # DEPLOY directly and through Deployers
+    twice.user_permissions.add(Permission.objects.get(codename="add_deploymentrequest"))
     return [
         direct,
         both,
+        twice,
         make_user(username="deployer", deployer=True),
         make_user(username="nobody"),
         make_user(username="root", superuser=True),
@@ -163,3 +166,58 @@ def test_the_migration_drops_the_rows_of_djangos_session_table(db):
     migration.forget_djangos_sessions(apps, SimpleNamespace(connection=connection))
     assert not Session.objects.exists()
     assert _request(kept).user.username == "dana"
+
+
+def test_an_expired_session_signs_no_one_in(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    user = make_user(username="dana", deployer=True)
+    client = _signed_in(user)
+    PortalSession.objects.update(expire_date=timezone.now() - timedelta(seconds=1))
+    assert not _request(client).user.is_authenticated
+    response = client.get("/requests/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_an_async_save_names_the_user_too(db):
+    """Django's async save builds the row in acreate_model_instance, not create_model_instance."""
+    import asyncio
+
+    from django.contrib.auth import SESSION_KEY
+
+    from accounts.sessions import SessionStore
+
+    user = make_user(username="dana")
+    store = SessionStore(session_key="k" * 32)
+    row = asyncio.run(store.acreate_model_instance({SESSION_KEY: str(user.pk)}))
+    assert row.user_id == user.pk and row.session_key == "k" * 32
+
+
+def test_clearsessions_clears_both_tables_of_expired_rows_only(db):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    past, future = timezone.now() - timedelta(days=1), timezone.now() + timedelta(days=1)
+    Session.objects.create(session_key="o" * 32, session_data="", expire_date=past)
+    Session.objects.create(session_key="p" * 32, session_data="", expire_date=future)
+    PortalSession.objects.create(session_key="q" * 32, session_data="", expire_date=past)
+    kept = _signed_in(make_user(username="dana"))
+    call_command("clearsessions")
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["p" * 32]
+    assert PortalSession.objects.count() == 1 and _request(kept).user.username == "dana"
+
+
+def test_a_custom_active_users_filter_is_the_github_backends_rule(db, settings):
+    """python-social-auth's get_user applies SOCIAL_AUTH_ACTIVE_USERS_FILTER: so does the
+    session's user for the GitHub backend."""
+    settings.SOCIAL_AUTH_ACTIVE_USERS_FILTER = {"is_staff": True}
+    backend = "accounts.github.PortalGitHubBackend"
+    staff = _signed_in(make_user(username="sam", staff=True), backend=backend)
+    plain = _signed_in(make_user(username="dana"), backend=backend)
+    assert _request(staff).user.username == "sam"
+    assert not _request(plain).user.is_authenticated
