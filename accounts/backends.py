@@ -6,8 +6,9 @@ from typing import Any
 
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
+from django.db.models import Q
 
-from .sessions import SessionUserBackend, permissions_of
+from .sessions import SessionUserBackend
 
 
 class PortalModelBackend(SessionUserBackend, ModelBackend):
@@ -28,7 +29,7 @@ class PortalModelBackend(SessionUserBackend, ModelBackend):
             if user_obj.is_superuser:
                 permissions = Permission.objects.all()
             else:
-                permissions = Permission.objects.filter(permissions_of(user_obj))
+                permissions = Permission.objects.filter(Q(user=user_obj) | Q(group__user=user_obj))
             rows = permissions.values_list("content_type__app_label", "codename").order_by()
             user_obj._perm_cache = {f"{app}.{codename}" for app, codename in rows}
         return user_obj._perm_cache
