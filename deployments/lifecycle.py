@@ -314,7 +314,8 @@ def _write_with_event(model: type[models.Model], write: str, params: Any, event:
         f"INSERT INTO {events} ({qn(link.column)}, {columns}) SELECT written.{pk}, {values} FROM written "
         f"RETURNING {qn(meta.pk.column)}, {qn(link.column)}"
     )
-    event_params = [f.get_db_prep_save(getattr(event, f.attname), connection) for f in fields]
+    # Each value as Django's INSERT compiler prepares it (pre_save: defaults such as auto_now_add).
+    event_params = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
     # In autocommit the statement is its own transaction; inside a caller's, a savepoint keeps a
     # refused statement from aborting the caller's transaction.
     savepoint = transaction.atomic(using=using) if connection.in_atomic_block else contextlib.nullcontext()
