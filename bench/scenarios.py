@@ -664,6 +664,13 @@ def _wrk(wrk: str, url: str, cookie: str, cfg: Config, headers: dict[str, str] |
     }
 
 
+def _browser_cookies(session: requests.Session) -> str:
+    """The Cookie header a signed-in browser sends: the session and Django's CSRF cookie (set by
+    the sign-in). Without the latter, each view that shows a form made a new CSRF secret and set
+    it, as only a browser's first visit does."""
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in session.cookies)
+
+
 def throughput(
     stack: Stack,
     cfg: Config,
@@ -690,7 +697,7 @@ def throughput(
     response = session.get(stack.url("/"), timeout=60)  # warm and check the cookie really logs in
     if response.status_code != 200 or "/accounts/login/" in response.url:
         raise RuntimeError("the session cookie does not reach the pods page")
-    cookie = f"sessionid={session.cookies['sessionid']}"
+    cookie = _browser_cookies(session)
     bare = _wrk(wrk, stack.url("/health/live"), cookie, cfg)
     if diagnostics:
         # Strict: every view revalidates with GitHub (a blocking 50 ms 304 per view).
@@ -782,11 +789,11 @@ def memory(stack: Stack, cfg: Config, *, target: float | None = None) -> list[Ro
         return max(w["hwm_kib"] for w in stack.worker_memory()) / 1024
 
     stack.restart_gunicorn()
-    cookie = f"sessionid={stack.login().cookies['sessionid']}"
+    cookie = _browser_cookies(stack.login())
     _views(stack, cookie, "/health/live", cfg.page_views)
     bare = peak_mib()
     stack.restart_gunicorn()
-    cookie = f"sessionid={stack.login().cookies['sessionid']}"
+    cookie = _browser_cookies(stack.login())
     started = time.perf_counter()
     _views(stack, cookie, "/", cfg.page_views)
     elapsed = time.perf_counter() - started
@@ -1215,7 +1222,7 @@ def live(stack: Stack, cfg: Config, session: requests.Session, pods: Pods) -> li
     if 'id="steps"' not in page.text:
         raise RuntimeError("the request page shows no steps")
     etag = _etag_of(page.text)
-    cookie = f"sessionid={session.cookies['sessionid']}"
+    cookie = _browser_cookies(session)
     seconds = 60.0 if cfg.load_seconds >= 10 else 2 * cfg.load_seconds  # a minute; 6 s under --quick
     rounds = max(1, int(seconds / LIVE_POLL_SECONDS))
     statuses: list[int] = []
