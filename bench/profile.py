@@ -43,7 +43,9 @@ PARTS = [
     ("  PyGithub (objects, request building)", "deployments.gh.runs", "dispatch"),
     ("logging (records emitted)", "logging", "Logger.handle"),
     ("template rendering", "django.shortcuts", "render"),
-    ("activity stamp", "deployments.live", "activity_stamp"),
+    # The pods page's: the requests' stamp with the listing's cache entry (one statement, reused
+    # for PODS_PAGE_READS_SECONDS); the poll's: the stamp alone.
+    ("activity stamp (+ listing's cache entry)", "deployments.live", "_stamp_and_entry"),
     ("running now", "deployments.live", "running_now"),
     # The database's share of the parts above, as the worker waits for it (a round trip to the
     # server on PostgreSQL, a call into the library on SQLite): every statement (on PostgreSQL

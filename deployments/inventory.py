@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -113,10 +114,18 @@ _memo: dict[str, Listing] = {}
 
 
 def _cache_key() -> str:
-    config = "|".join(
-        [settings.GITHUB_API_URL, settings.GH_REPO, settings.DEPLOY_REF, settings.SPECS_PATH]
-        + sorted(settings.ALLOWED_INSTANCE_TYPES)
+    return _cache_key_of(
+        settings.GITHUB_API_URL,
+        settings.GH_REPO,
+        settings.DEPLOY_REF,
+        settings.SPECS_PATH,
+        tuple(settings.ALLOWED_INSTANCE_TYPES),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_key_of(api_url: str, repo: str, ref: str, path: str, types: tuple[str, ...]) -> str:
+    config = "|".join([api_url, repo, ref, path, *sorted(types)])
     return "inventory:v6:" + hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
@@ -152,7 +161,16 @@ def _store(key: str, pods: list[Pod], truncated: bool) -> None:
     cache.set(key, {"parts": len(parts), "truncated": truncated}, timeout=timeout)
 
 
-def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
+# ``listing(meta=…)``'s default: the caller has not read the listing's cache entry.
+_UNREAD = object()
+
+
+def meta_key() -> str:
+    """The listing's cache entry (its tree's SHA and ETag, and when GitHub was last asked)."""
+    return f"{_cache_key()}:meta"
+
+
+def _load(*, revalidate: bool, fresh: bool = False, meta: Any = _UNREAD) -> Listing:
     """The current listing: from the cache while fresh, else revalidated with one conditional call.
 
     Within INVENTORY_FRESH_SECONDS of the last check the cached listing is trusted without asking
@@ -160,7 +178,8 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     ``revalidate=False`` trusts it at any age.
     """
     base = _cache_key()
-    meta = cache.get(f"{base}:meta")  # {"etag": ..., "sha": ..., "checked_at": ...}
+    if meta is _UNREAD:
+        meta = cache.get(f"{base}:meta")  # {"etag": ..., "sha": ..., "checked_at": ...}
     listing = _listing(base, meta["sha"]) if meta else None
     if (
         listing
@@ -197,6 +216,11 @@ def _load(*, revalidate: bool, fresh: bool = False) -> Listing:
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
 
 
+# Per process: until when another worker's revalidation lease is not asked for again.
+_lease_taken: dict[str, float] = {}
+LEASE_RETRY_SECONDS = 1.0
+
+
 def _revalidation_lease(base: str) -> bool:
     """True for the one worker that may ask GitHub whether a stale listing changed: the others,
     meanwhile, serve the listing they have (one conditional request per INVENTORY_FRESH_SECONDS
@@ -204,13 +228,23 @@ def _revalidation_lease(base: str) -> bool:
     seconds = settings.INVENTORY_FRESH_SECONDS
     if seconds <= 0:
         return True  # every view revalidates: nothing to share
-    return cache.add(f"{base}:lease", 1, timeout=seconds)
+    now = time.monotonic()
+    if now < _lease_taken.get(base, 0.0):
+        return False
+    if cache.add(f"{base}:lease", 1, timeout=seconds):
+        return True
+    # Another worker holds it and answers within a GitHub round trip. Meanwhile every view here
+    # would try again (a write transaction each, Django's add; 1 % of a busy worker's time):
+    # this process waits LEASE_RETRY_SECONDS first, which is also the most a lapsed lease costs.
+    _lease_taken[base] = now + min(LEASE_RETRY_SECONDS, seconds)
+    return False
 
 
-def listing(*, revalidate: bool = True, fresh: bool = False) -> Listing:
+def listing(*, revalidate: bool = True, fresh: bool = False, meta: Any = _UNREAD) -> Listing:
     """The current listing, with a ``version`` that identifies its content; ``fresh``: checked
-    with GitHub now, whatever INVENTORY_FRESH_SECONDS allows (a 304, free, when unchanged)."""
-    return _load(revalidate=revalidate, fresh=fresh)
+    with GitHub now, whatever INVENTORY_FRESH_SECONDS allows (a 304, free, when unchanged);
+    ``meta``: the cache's ``meta_key()`` entry (None: missing), when the caller read it already."""
+    return _load(revalidate=revalidate, fresh=fresh, meta=meta)
 
 
 def list_pods(*, revalidate: bool = True) -> list[Pod]:

@@ -10,7 +10,14 @@ which PostgreSQL (9.5+) and SQLite (3.24+) spell the same way: atomic per statem
 workers writing the same keys at once do not fail (the rows go in key order, so two batches
 never wait on each other's locks in opposite orders). A batch the database refuses (a key
 longer than the column, say) is written again a key at a time with Django's own ``set``, so
-one bad key costs only itself, as it did. Everything else is Django's.
+one bad key costs only itself, as it did.
+
+``get`` reads one key with SQL written once per connection (``EntryRead``): Django's goes
+through ``get_many``, which builds its SQL and a ``DateTimeField`` for the expiry's converters
+on every call (half the pods page's listing check, which reads one entry on every view).
+``entry`` lets a caller read an entry beside its own columns, in the same statement. Both
+answer as Django's ``get`` does: the value, or ``default`` for a missing or expired entry,
+which is deleted. Everything else is Django's.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.db import DatabaseCache as DjangoDatabaseCache
-from django.db import DatabaseError, connections, router, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 from django.utils.timezone import now as tz_now
 
 # Three parameters a row: 900 stays under SQLite's oldest limit of 999 per statement.
@@ -34,10 +41,90 @@ BATCH = 300
 logger = logging.getLogger(__name__)
 
 
+class EntryRead:
+    """One entry of the cache, read as two columns of a statement: ``columns`` (SQL, two scalar
+    subqueries: the value and its expiry, NULL when missing) with ``params``, so a view can read
+    it beside its own columns in one round trip; ``value`` answers as ``get`` would."""
+
+    # The expiry column as Django's get_many converts it (an aware datetime under USE_TZ).
+    _expires = models.Expression(output_field=models.DateTimeField())
+
+    def __init__(self, cache: DatabaseCache, made_key: str) -> None:
+        self.cache = cache
+        self.made_key = made_key
+        self.params = [made_key, made_key]
+        self.db = router.db_for_read(cache.cache_model_class)
+        connection = connections[self.db]
+        # Written once per connection and table: the SQL and the expiry's converters.
+        written = connection.__dict__.setdefault("_portal_cache_entry", {})
+        table = cache._table  # type: ignore[attr-defined]  # Django's, not in its stubs
+        if table not in written:
+            quote = connection.ops.quote_name
+            where = f"FROM {quote(table)} WHERE {quote('cache_key')} = %s"
+            written[table] = (
+                f"(SELECT {quote('value')} {where}), (SELECT {quote('expires')} {where})",
+                connection.ops.get_db_converters(self._expires) + self._expires.get_db_converters(connection),
+            )
+        self.columns, self._converters = written[table]
+
+    def value(self, value: Any, expires: Any, default: Any = None) -> Any:
+        """The entry's value from its two columns, as Django's ``get_many`` decodes it; ``default``
+        when it is missing or expired (an expired entry is deleted, as Django's is)."""
+        if value is None:
+            return default
+        connection = connections[self.db]
+        for convert in self._converters:
+            expires = convert(expires, self._expires, connection)
+        if expires < tz_now():
+            self.cache._base_delete_many([self.made_key])  # type: ignore[attr-defined]
+            return default
+        return pickle.loads(base64.b64decode(connection.ops.process_clob(value).encode()))  # noqa: S301 (Django's format)
+
+
 class DatabaseCache(DjangoDatabaseCache):
+    # Per process: bumped by each write this process makes through the cache (any key), so a
+    # reader that keeps what it read for a moment (deployments.live) reads again after its own
+    # process wrote.
+    written = 0
+
+    def _base_set(self, *args: Any, **kwargs: Any) -> Any:  # set, add, touch (Django's)
+        try:
+            return super()._base_set(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            DatabaseCache.written += 1
+
+    def _base_delete_many(self, keys: Any) -> Any:  # delete, delete_many, expired entries
+        try:
+            return super()._base_delete_many(keys)  # type: ignore[misc]
+        finally:
+            if keys:  # Django's get_many calls it with none
+                DatabaseCache.written += 1
+
+    def clear(self) -> None:
+        try:
+            super().clear()
+        finally:
+            DatabaseCache.written += 1
+
+    def entry(self, key: str, version: Any = None) -> EntryRead:
+        return EntryRead(self, self.make_and_validate_key(key, version=version))
+
+    def get(self, key: str, default: Any = None, version: Any = None) -> Any:
+        entry = self.entry(key, version=version)
+        with connections[entry.db].cursor() as cursor:
+            cursor.execute(f"SELECT {entry.columns}", entry.params)
+            value, expires = cursor.fetchone()
+        return entry.value(value, expires, default)
+
     def set_many(self, data: Mapping[str, Any], timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> list:
         if not data:
             return []
+        try:
+            return self._set_many(data, timeout, version)
+        finally:
+            DatabaseCache.written += 1
+
+    def _set_many(self, data: Mapping[str, Any], timeout: Any, version: Any) -> list:
         rows = sorted(
             (
                 self.make_and_validate_key(key, version=version),

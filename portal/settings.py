@@ -253,6 +253,9 @@ DEPLOY_REF = env.str("DEPLOY_REF", default="main")
 ALLOWED_INSTANCE_TYPES = env.list("ALLOWED_INSTANCE_TYPES", default=list(DEFAULT_INSTANCE_TYPES))
 # How long a checked pod listing is served without asking GitHub again (0: ask on every view).
 INVENTORY_FRESH_SECONDS = env.int("INVENTORY_FRESH_SECONDS", default=5)
+# A worker reuses the pods page's reads (the requests' stamp, the listing's cache entry) this
+# long: under load, a few statements a second instead of one per view (deployments.live).
+PODS_PAGE_READS_SECONDS = env.float("PODS_PAGE_READS_SECONDS", default=0.1)
 # A cold pod listing stops reading specs while fewer requests than this are left in GitHub's
 # rate limit, keeping them for dispatches and run syncs; the rest is read on a later view.
 INVENTORY_RATE_LIMIT_RESERVE = env.int("INVENTORY_RATE_LIMIT_RESERVE", default=200)

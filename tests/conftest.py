@@ -3,7 +3,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache, caches
 
 from deployments import gh as portal_gh
-from deployments import health, inventory, notify
+from deployments import health, inventory, live, notify
 from tests.helpers import make_user
 
 pytest_plugins = ["fakegithub.pytest_plugin"]
@@ -59,8 +59,11 @@ def use_emulator(fakegithub, settings):
     settings.GH_REPO = "demo/pods"
     settings.GITHUB_WEBHOOK_SECRET = fakegithub.webhook_secret = "test-webhook-secret"
     settings.INVENTORY_FRESH_SECONDS = 0  # every listing asks GitHub, so tests see each request
+    settings.PODS_PAGE_READS_SECONDS = 0  # every pods page reads the database (tests that reuse set it)
     portal_gh.reset()
     inventory._memo.clear()
+    inventory._lease_taken.clear()
+    live._reads.clear()
     cache.clear()
     caches["fragments"].clear()
     caches["pages"].clear()

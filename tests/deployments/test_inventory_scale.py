@@ -1,6 +1,8 @@
 """The inventory at scale (issue 18): one revalidation across workers, a precomputed search key."""
 
 import datetime as dt
+import time
+from types import SimpleNamespace
 
 import pytest
 from django.core.cache import cache
@@ -30,11 +32,74 @@ def test_one_worker_revalidates_a_stale_listing_the_others_serve_it(gh, db, fres
     gh.clear_requests()
     assert len(inventory.list_pods()) == 6
     assert gh.count() == 0
-    # The lease lapsed (or was never taken): this worker asks, once, and the answer is shared.
+    # The lease lapsed (or was never taken): a second later (LEASE_RETRY_SECONDS) this worker
+    # asks, once, and the answer is shared.
     cache.delete(f"{inventory._cache_key()}:lease")
+    inventory._lease_taken.clear()
     inventory.list_pods()
     inventory.list_pods()
     assert [(r.path.rsplit("/", 1)[-1], r.status) for r in gh.requests] == [("main", 304)]
+
+
+def test_a_worker_that_found_the_lease_taken_asks_for_it_again_a_second_later(
+    gh, db, fresh_window, monkeypatch
+):
+    """While another worker asks GitHub, each view here would try to take the lease again (a
+    write transaction); it waits LEASE_RETRY_SECONDS instead, which bounds what a lapsed lease costs."""
+    from django.test.utils import CaptureQueriesContext
+
+    clock = [time.monotonic()]
+    monkeypatch.setattr(inventory, "time", SimpleNamespace(time=time.time, monotonic=lambda: clock[0]))
+    inventory.list_pods()
+    _stale()
+    lease = f"{inventory._cache_key()}:lease"
+    assert cache.add(lease, 1, timeout=60)  # another worker is asking GitHub
+    gh.clear_requests()
+    inventory.list_pods()  # finds the lease taken
+    with CaptureQueriesContext(connection) as reads:
+        assert len(inventory.list_pods()) == 6
+    assert [q["sql"].split()[0] for q in reads] == ["SELECT"]  # the listing's entry: no lease write
+    assert gh.count() == 0
+    cache.delete(lease)  # its holder died
+    clock[0] += inventory.LEASE_RETRY_SECONDS
+    inventory.list_pods()
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in gh.requests] == [("main", 304)]
+
+
+def test_pods_page_reuses_its_reads_for_a_moment_unless_its_worker_wrote(
+    gh, db, fresh_window, deployer, settings, monkeypatch
+):
+    """PODS_PAGE_READS_SECONDS: the views of that moment read the session only; a request made
+    elsewhere shows after it; a change this worker made to the cache (a listing it revalidated,
+    a deployment that expired it) shows at once."""
+    from django.test.utils import CaptureQueriesContext
+
+    from deployments import live
+    from tests.helpers import logged_in_client, make_request
+
+    settings.PODS_PAGE_READS_SECONDS = 0.1
+    clock = [time.monotonic()]
+    monkeypatch.setattr(live, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    client = logged_in_client(deployer)
+    client.get("/")  # cold: lists the pods and writes the listing's cache entries
+    client.get("/")  # reads the stamp and the listing's entry, kept for 0.1 s
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get("/").content.decode()
+    assert len(queries) == 1 and 'FROM "accounts_portalsession"' in queries[0]["sql"]
+    assert "No deployment is running." in page
+
+    request = make_request(deployer, customer="acme", environment="prod", status="dispatched")
+    assert f'href="/requests/{request.pk}/"' not in client.get("/").content.decode()  # within 0.1 s
+    # The pods page's live list reads at once, and tells the page.
+    assert f'href="/requests/{request.pk}/"' in client.get("/pods/live/").content.decode()
+    clock[0] += 0.1
+    assert f'href="/requests/{request.pk}/"' in client.get("/").content.decode()
+
+    spec = gh.files["pods/acme/prod/spec.yml"]
+    gh.put_file("pods/acme/prod/spec.yml", spec.replace("t3.medium", "t3.large"))
+    client.get("/")  # reads kept for this moment
+    inventory.expire()  # a deployment finished in this worker: its cache write
+    assert "t3.large" in client.get("/").content.decode()
 
 
 def test_stale_listing_revalidated_by_the_first_view_that_takes_the_lease(gh, db, fresh_window):
@@ -69,8 +134,9 @@ def test_search_matches_pod_and_instance_name_in_any_case(gh, db, viewer_client)
 
 
 def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh_window, deployer):
-    """A warm view reads the session (with its user), the listing's version and the requests'
-    stamp: no per-pod query, no "running now" query; a new request shows at once on the next view."""
+    """A warm view reads the session (with its user), then the requests' stamp with the listing's
+    cache entry (one statement): no per-pod query, no "running now" query; with
+    PODS_PAGE_READS_SECONDS at 0 a new request shows at once on the next view."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -81,10 +147,12 @@ def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh
     with CaptureQueriesContext(connection) as queries:
         page = client.get("/").content.decode()
     assert "acme/prod" in page and "No deployment is running." in page
-    tables = [q["sql"].rsplit(" FROM ", 1)[1].split()[0] for q in queries]  # outermost FROM
-    assert tables == ['"accounts_portalsession"', '"portal_cache"', '"deployments_deploymentrequest"']
-    assert 'JOIN "auth_user"' in queries[0]["sql"]
-    assert queries[-1]["sql"].endswith("LIMIT 1")  # the stamp (newest change), not the requests
+    session, reads = (q["sql"] for q in queries)
+    assert 'FROM "accounts_portalsession"' in session and 'JOIN "auth_user"' in session
+    # The stamp (the newest change and the newest request, LIMIT 1 each: not the requests) and
+    # the listing's cache entry.
+    assert reads.startswith('SELECT (SELECT "updated_at" FROM "deployments_deploymentrequest" ORDER BY')
+    assert reads.count("LIMIT 1") == 2 and reads.count('FROM "portal_cache" WHERE "cache_key" = ') == 2
 
     request = make_request(deployer, customer="acme", environment="prod", status="dispatched")
     page = client.get("/").content.decode()
