@@ -68,3 +68,61 @@ def test_a_key_the_database_refuses_costs_only_itself(db, caplog):
         assert "a bulk write of 3 entries was refused (DataError)" in caplog.text
     else:
         assert failed == []
+
+
+def test_get_answers_as_djangos_in_one_statement_written_once(db):
+    """``get`` reads one key with SQL written once per connection (Django's goes through
+    get_many, which builds its SQL and a field for the expiry's converters on every call), and
+    answers as Django's: the value, or the default for a missing key or an expired entry, which
+    is then deleted."""
+    cache.set("kept", {"sha": "abc", "checked_at": 1.5}, timeout=None)
+    cache.set("gone", "old", timeout=60)
+    with connection.cursor() as cursor:  # expired a minute ago, as if written long before
+        cursor.execute(
+            "UPDATE portal_cache SET expires = %s WHERE cache_key LIKE %s", ["2000-01-01", "%gone"]
+        )
+    with CaptureQueriesContext(connection) as queries:
+        assert cache.get("kept") == {"sha": "abc", "checked_at": 1.5}
+        assert cache.get("missing") is None
+        assert cache.get("missing", "default") == "default"
+    assert len(queries) == 3 and all(q["sql"].startswith("SELECT (SELECT") for q in queries)
+
+    assert cache.get("gone", "default") == "default"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM portal_cache WHERE cache_key LIKE %s", ["%gone"])
+        assert cursor.fetchone()[0] == 0
+    cache.set("kept", "v2", version=2)
+    assert (cache.get("kept", version=2), cache.get("kept")) == ("v2", {"sha": "abc", "checked_at": 1.5})
+
+
+def test_an_entry_is_read_beside_other_columns_in_the_callers_statement(db):
+    cache.set("meta", {"sha": "abc"}, timeout=None)
+    entry, missing = cache.entry("meta"), cache.entry("other")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 41 + 1, {entry.columns}, {missing.columns}", entry.params + missing.params)
+        answer, *columns = cursor.fetchone()
+    assert answer == 42
+    assert entry.value(*columns[:2]) == {"sha": "abc"}
+    assert missing.value(*columns[2:], default="default") == "default"
+
+
+def test_each_write_of_this_process_is_counted(db):
+    """``written`` tells a reader that keeps what it read for a moment (the pods page's reads)
+    that its own process changed the cache since."""
+    counts = [DatabaseCache.written]
+    for write in (
+        lambda: cache.set("a", 1),
+        lambda: cache.add("b", 1),
+        lambda: cache.set_many({"c": 1}),
+        lambda: cache.touch("a"),
+        lambda: cache.delete("a"),
+        lambda: cache.delete_many(["b", "c"]),
+        lambda: cache.clear(),
+    ):
+        write()
+        counts.append(DatabaseCache.written)
+    assert all(after > before for before, after in zip(counts, counts[1:], strict=False))
+    before = DatabaseCache.written
+    cache.get("b")
+    cache.get_many(["a", "b"])  # Django's deletes the expired keys it found: none here
+    assert DatabaseCache.written == before
