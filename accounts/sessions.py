@@ -32,16 +32,11 @@ from django.db import connections, router
 from django.utils import timezone
 from django.utils.functional import SimpleLazyObject
 
+from portal.sql import Column, once_per_connection
+
 # Set while AuthenticationMiddleware asks a backend for the request's user: that request's
 # session, whose row may carry the user.
 _session: ContextVar[SessionStore | None] = ContextVar("accounts_session", default=None)
-
-
-def _statement(connection: Any) -> _Statement:
-    statement = getattr(connection, "_portal_session_statement", None)
-    if statement is None:
-        statement = connection._portal_session_statement = _Statement(connection)
-    return statement
 
 
 class _Statement:
@@ -62,11 +57,7 @@ class _Statement:
         self.session_names = [f.attname for f in self.session_fields]
         self.user_names = [f.attname for f in self.user_fields]
         # Each column with the converters Django's compiler would apply to it (apply_converters).
-        columns_read = [f.get_col(f.model._meta.db_table) for f in (*self.session_fields, *self.user_fields)]
-        self.converters = [
-            (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection))
-            for col in columns_read
-        ]
+        self.columns = [Column(connection, f) for f in (*self.session_fields, *self.user_fields)]
         self.user_pk = len(self.session_fields) + self.user_fields.index(user_model._meta.pk)
         session_user = q(session_model._meta.get_field("user").column)
         own = user_model._meta.get_field("user_permissions")  # user ↔ permission
@@ -106,9 +97,8 @@ class _Statement:
         if row is None:
             return None
         values = list(row[:-1])
-        for index, (col, converters) in enumerate(self.converters):
-            for convert in converters:
-                values[index] = convert(values[index], col, connection)
+        for index, column in enumerate(self.columns):
+            values[index] = column.convert(values[index], connection)
         split = len(self.session_fields)
         session = _session_model().from_db(connection.alias, self.session_names, values[:split])
         user = None
@@ -138,7 +128,8 @@ class SessionStore(DBStore):
         """Django's (django.contrib.sessions.backends.db), with the user read alongside."""
         self.user_row = None
         connection = connections[router.db_for_read(self.model)]
-        found = _statement(connection).read(connection, self.session_key) if self.session_key else None
+        statement = once_per_connection(connection, _Statement)
+        found = statement.read(connection, self.session_key) if self.session_key else None
         if found is None or found[0].expire_date <= timezone.now():  # Django's expire_date__gt=now
             self._session_key = None
             return None

@@ -15,11 +15,13 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections, router
-from django.db.models import Count, Max, Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
+from portal.sql import Column, once_per_connection
+
 from . import lifecycle
-from .models import DeploymentRequest
+from .models import DeploymentEvent, DeploymentRequest
 
 # Seconds between polls: fast while a run moves, slow while a plan waits for a person (only an
 # expiry or another person's approval can change it), none once the request has ended.
@@ -95,28 +97,42 @@ class RequestStamp:
         return expired or run_unknown or summary_missing or just_ended
 
 
-def request_stamp(pk: int) -> RequestStamp | None:
-    """One query: the request's state and how many events it has."""
-    row = (
-        DeploymentRequest.objects.filter(pk=pk)
-        .annotate(event_count=Count("events"))
-        .values_list(
-            "pk",
-            "status",
-            "updated_at",
-            "event_count",
-            "run_id",
-            "plan_run_id",
-            "plan_summary",
-            "applied_by_id",
-            "expires_at",
-            "completed_at",
+class _RequestStampRead:
+    """The request page poll's statement: the request's columns the stamp needs, whether it has a
+    plan summary (not the summary itself) and how many events it has (a subquery on the events'
+    index), by primary key."""
+
+    FIELDS = ("status", "updated_at", "run_id", "plan_run_id", "applied_by", "expires_at", "completed_at")
+
+    def __init__(self, connection: Any) -> None:
+        q = connection.ops.quote_name
+        meta, events = DeploymentRequest._meta, DeploymentEvent._meta
+        self.columns = [Column(connection, meta.get_field(name), "r") for name in self.FIELDS]
+        pk, link = q(meta.pk.column), q(events.get_field("request").column)
+        self.sql = (
+            f"SELECT {', '.join(f'r.{q(column.col.target.column)}' for column in self.columns)}, "  # noqa: S608
+            f"r.{q(meta.get_field('plan_summary').column)} IS NOT NULL, "
+            f"(SELECT COUNT(*) FROM {q(events.db_table)} e WHERE e.{link} = r.{pk}) "
+            f"FROM {q(meta.db_table)} r WHERE r.{pk} = %s"
         )
-        .first()
-    )
+
+
+def request_stamp(pk: int) -> RequestStamp | None:
+    """One statement, written once per connection (``portal.sql``): the request's state and how
+    many events it has. As a queryset (``annotate(Count("events"))``) it cost more Python to
+    build than the poll's whole answer, and read the plan summary's JSON to test it for None."""
+    connection = connections[router.db_for_read(DeploymentRequest)]
+    read = once_per_connection(connection, _RequestStampRead)
+    with connection.cursor() as cursor:
+        cursor.execute(read.sql, [pk])
+        row = cursor.fetchone()
     if row is None:
         return None
-    pk, status, updated_at, events, run_id, plan_run_id, plan_summary, applied_by_id, expires_at, ended = row
+    *fields, has_plan_summary, events = row
+    converted = [
+        column.convert(value, connection) for column, value in zip(read.columns, fields, strict=True)
+    ]
+    status, updated_at, run_id, plan_run_id, applied_by_id, expires_at, completed_at = converted
     return RequestStamp(
         pk=pk,
         status=status,
@@ -124,10 +140,10 @@ def request_stamp(pk: int) -> RequestStamp | None:
         events=events,
         run_id=run_id,
         plan_run_id=plan_run_id,
-        has_plan_summary=plan_summary is not None,
+        has_plan_summary=bool(has_plan_summary),
         applied_by_id=applied_by_id,
         expires_at=expires_at,
-        completed_at=ended,
+        completed_at=completed_at,
     )
 
 
@@ -164,21 +180,19 @@ class ActivityStamp:
 
 class _StampColumns:
     """The stamp's two columns (SQL, written once per connection): the newest ``updated_at`` and
-    the newest id, each an index lookup (newest-first, LIMIT 1), with ``updated_at``'s converters."""
+    the newest id, each an index lookup (newest-first, LIMIT 1)."""
 
     def __init__(self, connection: Any) -> None:
         q = connection.ops.quote_name
         meta = DeploymentRequest._meta
-        updated = meta.get_field("updated_at")
-        table, updated_at, pk = q(meta.db_table), q(updated.column), q(meta.pk.column)
+        self.updated_at = Column(connection, meta.get_field("updated_at"))
+        table, updated_at, pk = q(meta.db_table), q(self.updated_at.col.target.column), q(meta.pk.column)
         self.sql = (
             f"(SELECT {updated_at} FROM {table} ORDER BY {updated_at} DESC LIMIT 1), "  # noqa: S608 (quoted names)
             f"(SELECT {pk} FROM {table} ORDER BY {pk} DESC LIMIT 1)"
         )
         self.select = f"SELECT {self.sql}"
         self._with: dict[str, str] = {}  # the statement with other columns after the stamp's
-        self.column = column = updated.get_col(meta.db_table)
-        self.converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
 
     def select_with(self, columns: str) -> str:
         statement = self._with.get(columns)
@@ -232,9 +246,7 @@ def activity_stamp_and_entry(key: str) -> tuple[ActivityStamp, Any]:
 def _stamp_and_entry(key: str | None) -> tuple[ActivityStamp, Any]:
     alias = router.db_for_read(DeploymentRequest)
     connection = connections[alias]
-    columns = connection.__dict__.get("_portal_activity_stamp")
-    if columns is None:
-        columns = connection.__dict__["_portal_activity_stamp"] = _StampColumns(connection)
+    columns = once_per_connection(connection, _StampColumns)
     entry = None  # the entry, read in the same statement (portal.cache.DatabaseCache)
     if key is not None and hasattr(cache, "entry"):
         entry = cache.entry(key)
@@ -252,8 +264,7 @@ def _stamp_and_entry(key: str | None) -> tuple[ActivityStamp, Any]:
     latest, last_id = row[0], row[1]
     if last_id is None:  # no request yet
         return ActivityStamp(last_id=0, latest=0.0), value
-    for convert in columns.converters:
-        latest = convert(latest, columns.column, connection)
+    latest = columns.updated_at.convert(latest, connection)
     return ActivityStamp(last_id=last_id, latest=latest.timestamp()), value
 
 

@@ -35,10 +35,23 @@ from django.core.cache.backends.db import DatabaseCache as DjangoDatabaseCache
 from django.db import DatabaseError, connections, models, router, transaction
 from django.utils.timezone import now as tz_now
 
+from .sql import once_per_connection
+
 # Three parameters a row: 900 stays under SQLite's oldest limit of 999 per statement.
 BATCH = 300
 
 logger = logging.getLogger(__name__)
+
+
+def _entry_columns(connection: Any, table: str) -> tuple[str, list]:
+    """An entry's two columns (SQL with its key twice as parameters), and the expiry's converters."""
+    quote = connection.ops.quote_name
+    where = f"FROM {quote(table)} WHERE {quote('cache_key')} = %s"  # noqa: S608 (quoted names)
+    expires = EntryRead._expires
+    return (
+        f"(SELECT {quote('value')} {where}), (SELECT {quote('expires')} {where})",
+        connection.ops.get_db_converters(expires) + expires.get_db_converters(connection),
+    )
 
 
 class EntryRead:
@@ -54,18 +67,8 @@ class EntryRead:
         self.made_key = made_key
         self.params = [made_key, made_key]
         self.db = router.db_for_read(cache.cache_model_class)
-        connection = connections[self.db]
-        # Written once per connection and table: the SQL and the expiry's converters.
-        written = connection.__dict__.setdefault("_portal_cache_entry", {})
         table = cache._table  # type: ignore[attr-defined]  # Django's, not in its stubs
-        if table not in written:
-            quote = connection.ops.quote_name
-            where = f"FROM {quote(table)} WHERE {quote('cache_key')} = %s"
-            written[table] = (
-                f"(SELECT {quote('value')} {where}), (SELECT {quote('expires')} {where})",
-                connection.ops.get_db_converters(self._expires) + self._expires.get_db_converters(connection),
-            )
-        self.columns, self._converters = written[table]
+        self.columns, self._converters = once_per_connection(connections[self.db], _entry_columns, table)
 
     def value(self, value: Any, expires: Any, default: Any = None) -> Any:
         """The entry's value from its two columns, as Django's ``get_many`` decodes it; ``default``
@@ -76,7 +79,7 @@ class EntryRead:
         for convert in self._converters:
             expires = convert(expires, self._expires, connection)
         if expires < tz_now():
-            self.cache._base_delete_many([self.made_key])  # type: ignore[attr-defined]
+            self.cache._base_delete_many([self.made_key])
             return default
         return pickle.loads(base64.b64decode(connection.ops.process_clob(value).encode()))  # noqa: S301 (Django's format)
 
@@ -173,6 +176,6 @@ class DatabaseCache(DjangoDatabaseCache):
                     failed += [
                         original
                         for made, original, value, _ in batch
-                        if not self._base_set("set", made, value, timeout)  # type: ignore[attr-defined]
+                        if not self._base_set("set", made, value, timeout)
                     ]
         return failed

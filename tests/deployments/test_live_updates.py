@@ -58,6 +58,7 @@ def test_unchanged_request_is_answered_304_in_one_query(gh, deployer_client):
     of_requests = [q["sql"] for q in queries if "deployments_deploymentrequest" in q["sql"]]
     assert len(of_requests) == 1, of_requests
     assert "deployments_deploymentevent" in of_requests[0]  # the event count, in the same query
+    assert '"plan_summary" IS NOT NULL' in of_requests[0]  # whether there is one, not its JSON
 
 
 def test_a_change_is_sent_with_a_new_etag_and_the_tab_title(gh, deployer_client):
