@@ -57,7 +57,8 @@ class _Statement:
         self.session_names = [f.attname for f in self.session_fields]
         self.user_names = [f.attname for f in self.user_fields]
         # Each column with the converters Django's compiler would apply to it (apply_converters).
-        self.columns = [Column(connection, f) for f in (*self.session_fields, *self.user_fields)]
+        fields = (*self.session_fields, *self.user_fields)
+        self.columns = [Column(connection, f.get_col(f.model._meta.db_table)) for f in fields]
         self.user_pk = len(self.session_fields) + self.user_fields.index(user_model._meta.pk)
         session_user = q(session_model._meta.get_field("user").column)
         own = user_model._meta.get_field("user_permissions")  # user ↔ permission

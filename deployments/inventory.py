@@ -111,6 +111,7 @@ PODS_PER_CACHE_ENTRY = 1000
 # Per process: the listing of the last tree version seen, so a page view does not unpickle
 # a thousand pods from the shared cache when nothing changed.
 _memo: dict[str, Listing] = {}
+_loads = 0  # how many listings this process loaded into _memo (loaded_version)
 
 
 def _cache_key() -> str:
@@ -147,8 +148,10 @@ def _listing(base: str, sha: str) -> Listing | None:
             if chunk is None:  # evicted: the listing is made again from the cached blobs
                 return None
             pods += chunk
+        global _loads
         _memo.clear()
         listing = _memo[key] = Listing(pods, version=key, truncated=cached["truncated"])
+        _loads += 1
     return listing
 
 
@@ -167,7 +170,16 @@ _UNREAD = object()
 
 def meta_key() -> str:
     """The listing's cache entry (its tree's SHA and ETag, and when GitHub was last asked)."""
-    return f"{_cache_key()}:meta"
+    return _meta_key(_cache_key())
+
+
+def _meta_key(base: str) -> str:
+    return f"{base}:meta"
+
+
+def loaded_version() -> int:
+    """Changes whenever this process loads another listing (kept per process, ``_memo``)."""
+    return _loads
 
 
 def _load(*, revalidate: bool, fresh: bool = False, meta: Any = _UNREAD) -> Listing:
@@ -179,7 +191,7 @@ def _load(*, revalidate: bool, fresh: bool = False, meta: Any = _UNREAD) -> List
     """
     base = _cache_key()
     if meta is _UNREAD:
-        meta = cache.get(f"{base}:meta")  # {"etag": ..., "sha": ..., "checked_at": ...}
+        meta = cache.get(_meta_key(base))  # {"etag": ..., "sha": ..., "checked_at": ...}
     listing = _listing(base, meta["sha"]) if meta else None
     if (
         listing
@@ -199,7 +211,8 @@ def _load(*, revalidate: bool, fresh: bool = False, meta: Any = _UNREAD) -> List
             # extend the pages' freshness window; issue 18: statements per deploy).
             return listing
         etag = meta["etag"] if tree is None else tree.etag
-        cache.set(f"{base}:meta", {"etag": etag, "sha": meta["sha"], "checked_at": time.time()}, timeout=None)
+        checked = {"etag": etag, "sha": meta["sha"], "checked_at": time.time()}
+        cache.set(_meta_key(base), checked, timeout=None)
         return listing
     previous = {(pod.path, pod.sha): pod for pod in listing.pods if pod.loaded} if listing else {}
     pods = _build(tree.entries, previous)
@@ -212,7 +225,7 @@ def _load(*, revalidate: bool, fresh: bool = False, meta: Any = _UNREAD) -> List
         read = sum(pod.loaded for pod in pods)
         return Listing(pods, f"{key}:partial:{read}/{len(pods)}", tree.truncated)
     _store(key, pods, tree.truncated)
-    cache.set(f"{base}:meta", {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
+    cache.set(_meta_key(base), {"etag": tree.etag, "sha": tree.sha, "checked_at": time.time()}, timeout=None)
     return _listing(base, tree.sha) or Listing(pods, key, tree.truncated)
 
 
@@ -273,10 +286,11 @@ def spec_text(sha: str) -> str | None:
 def expire() -> None:
     """Make the next listing ask GitHub (a deployment just committed a new spec)."""
     base = _cache_key()
-    meta = cache.get(f"{base}:meta")
+    meta = cache.get(_meta_key(base))
     if meta:
-        cache.set(f"{base}:meta", {**meta, "checked_at": 0.0}, timeout=None)
+        cache.set(_meta_key(base), {**meta, "checked_at": 0.0}, timeout=None)
     cache.delete(f"{base}:lease")
+    _lease_taken.pop(base, None)  # this process asks at its next view, whoever held the lease
 
 
 def _build(entries: tuple[gh.TreeEntry, ...], previous: dict[tuple[str, str], Pod]) -> list[Pod]:

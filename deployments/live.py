@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -107,10 +107,11 @@ class _RequestStampRead:
     def __init__(self, connection: Any) -> None:
         q = connection.ops.quote_name
         meta, events = DeploymentRequest._meta, DeploymentEvent._meta
-        self.columns = [Column(connection, meta.get_field(name), "r") for name in self.FIELDS]
+        fields: list[Any] = [meta.get_field(name) for name in self.FIELDS]
+        self.columns = [Column(connection, field.get_col("r")) for field in fields]
         pk, link = q(meta.pk.column), q(events.get_field("request").column)
         self.sql = (
-            f"SELECT {', '.join(f'r.{q(column.col.target.column)}' for column in self.columns)}, "  # noqa: S608
+            f"SELECT {', '.join(f'r.{q(field.column)}' for field in fields)}, "  # noqa: S608
             f"r.{q(meta.get_field('plan_summary').column)} IS NOT NULL, "
             f"(SELECT COUNT(*) FROM {q(events.db_table)} e WHERE e.{link} = r.{pk}) "
             f"FROM {q(meta.db_table)} r WHERE r.{pk} = %s"
@@ -185,8 +186,9 @@ class _StampColumns:
     def __init__(self, connection: Any) -> None:
         q = connection.ops.quote_name
         meta = DeploymentRequest._meta
-        self.updated_at = Column(connection, meta.get_field("updated_at"))
-        table, updated_at, pk = q(meta.db_table), q(self.updated_at.col.target.column), q(meta.pk.column)
+        field = meta.get_field("updated_at")
+        self.updated_at = Column(connection, field.get_col(meta.db_table))
+        table, updated_at, pk = q(meta.db_table), q(field.column), q(meta.pk.column)
         self.sql = (
             f"(SELECT {updated_at} FROM {table} ORDER BY {updated_at} DESC LIMIT 1), "  # noqa: S608 (quoted names)
             f"(SELECT {pk} FROM {table} ORDER BY {pk} DESC LIMIT 1)"
@@ -213,20 +215,24 @@ def activity_stamp() -> ActivityStamp:
     return _stamp_and_entry(None)[0]
 
 
-# Per process: (reusable until, the cache's writes then, the answer) per database and key.
-_reads: dict[tuple[str, str], tuple[float, int, tuple[ActivityStamp, Any]]] = {}
+# Per process: (reusable until, the cache's writes then, the caller's ``local`` then, the
+# answer) per database and key.
+_reads: dict[tuple[str, str], tuple[float, int, Any, tuple[ActivityStamp, Any]]] = {}
 
 
-def activity_stamp_and_entry(key: str) -> tuple[ActivityStamp, Any]:
+def activity_stamp_and_entry(key: str, *, local: Any = None) -> tuple[ActivityStamp, Any]:
     """The stamp and the default cache's entry ``key`` (None when missing): the pods page's
     reads on every view (``key`` is the listing's cache entry).
 
     One statement when that cache is the portal's database cache in the same database. And
     the answer is reused for PODS_PAGE_READS_SECONDS (0.1 s) in this process, unless the process
-    wrote to the cache since (a worker that revalidated the listing sees its own new version):
-    statements and their Python were most of a warm view's own time, so a busy worker runs
-    ten a second instead of hundreds (issue 18: the warm page against the bare view). A change
-    made by another worker, or a request changed by this one, shows at most that much later."""
+    wrote to the cache since (a worker that revalidated the listing sees its own new version)
+    or ``local`` changed (what the caller built on the answer: the listing this process loaded,
+    which another view may have replaced with a newer one). A missing entry is not reused (a
+    listing being made elsewhere shows as soon as it is stored). Statements and their Python
+    were most of a warm view's own time: a busy worker now runs ten a second instead of
+    hundreds (issue 18: the warm page against the bare view). A change made by another worker,
+    or a request changed by this one, shows at most that much later."""
     alias = router.db_for_read(DeploymentRequest)
     seconds = settings.PODS_PAGE_READS_SECONDS
     if seconds <= 0:
@@ -234,12 +240,13 @@ def activity_stamp_and_entry(key: str) -> tuple[ActivityStamp, Any]:
     now = time.monotonic()
     written = getattr(cache, "written", 0)  # before the read: a write during it reads again
     kept = _reads.get((alias, key))
-    if kept is not None and now < kept[0] and kept[1] == written:
-        return kept[2]
+    if kept is not None and now < kept[0] and kept[1] == written and kept[2] == local:
+        return kept[3]
     answer = _stamp_and_entry(key)
     if len(_reads) > 16:  # keys follow the settings: a few at most, more only in tests
         _reads.clear()
-    _reads[(alias, key)] = (now + seconds, written, answer)
+    if answer[1] is not None:
+        _reads[(alias, key)] = (now + seconds, written, local, answer)
     return answer
 
 
@@ -247,12 +254,11 @@ def _stamp_and_entry(key: str | None) -> tuple[ActivityStamp, Any]:
     alias = router.db_for_read(DeploymentRequest)
     connection = connections[alias]
     columns = once_per_connection(connection, _StampColumns)
-    entry = None  # the entry, read in the same statement (portal.cache.DatabaseCache)
-    if key is not None and hasattr(cache, "entry"):
-        entry = cache.entry(key)
-        if entry.db != alias:
-            entry = None
-    value = cache.get(key) if key is not None and entry is None else None
+    entry = value = None
+    if key is not None and getattr(cache, "db", None) == alias:  # portal.cache.DatabaseCache
+        entry = cast(Any, cache).entry(key)  # read in the same statement
+    elif key is not None:
+        value = cache.get(key)
     with connection.cursor() as cursor:
         if entry is None:
             cursor.execute(columns.select)

@@ -62,7 +62,7 @@ def pod_list(request):
     """The pods, a page at a time. A warm view reads the listing's version and the requests'
     stamp (one query) and reuses the page's content rendered for that pair; the per-pod work
     (the last deployment of each pod, the "running now" list) is done only when it changed."""
-    stamp, meta = live.activity_stamp_and_entry(inventory.meta_key())
+    stamp, meta = live.activity_stamp_and_entry(inventory.meta_key(), local=inventory.loaded_version())
     listing = inventory.listing(meta=meta)
     # Without a query string (the first page, no search: most views), nothing to parse.
     asked = request.GET if request.META.get("QUERY_STRING") else {}

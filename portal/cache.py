@@ -23,6 +23,7 @@ which is deleted. Everything else is Django's.
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import pickle
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ from django.core.cache.backends.db import DatabaseCache as DjangoDatabaseCache
 from django.db import DatabaseError, connections, models, router, transaction
 from django.utils.timezone import now as tz_now
 
-from .sql import once_per_connection
+from .sql import Column, once_per_connection
 
 # Three parameters a row: 900 stays under SQLite's oldest limit of 999 per statement.
 BATCH = 300
@@ -43,15 +44,16 @@ BATCH = 300
 logger = logging.getLogger(__name__)
 
 
-def _entry_columns(connection: Any, table: str) -> tuple[str, list]:
-    """An entry's two columns (SQL with its key twice as parameters), and the expiry's converters."""
+# The expiry column as Django's get_many converts it (an aware datetime under USE_TZ).
+_EXPIRES = models.Expression(output_field=models.DateTimeField())
+
+
+def _entry_columns(connection: Any, table: str) -> tuple[str, Column]:
+    """An entry's two columns (SQL with its key twice as parameters), and its expiry's Column."""
     quote = connection.ops.quote_name
     where = f"FROM {quote(table)} WHERE {quote('cache_key')} = %s"  # noqa: S608 (quoted names)
-    expires = EntryRead._expires
-    return (
-        f"(SELECT {quote('value')} {where}), (SELECT {quote('expires')} {where})",
-        connection.ops.get_db_converters(expires) + expires.get_db_converters(connection),
-    )
+    columns = f"(SELECT {quote('value')} {where}), (SELECT {quote('expires')} {where})"
+    return columns, Column(connection, _EXPIRES)
 
 
 class EntryRead:
@@ -59,16 +61,13 @@ class EntryRead:
     subqueries: the value and its expiry, NULL when missing) with ``params``, so a view can read
     it beside its own columns in one round trip; ``value`` answers as ``get`` would."""
 
-    # The expiry column as Django's get_many converts it (an aware datetime under USE_TZ).
-    _expires = models.Expression(output_field=models.DateTimeField())
-
-    def __init__(self, cache: DatabaseCache, made_key: str) -> None:
+    def __init__(self, cache: DatabaseCache, made_key: str, db: str) -> None:
         self.cache = cache
         self.made_key = made_key
         self.params = [made_key, made_key]
-        self.db = router.db_for_read(cache.cache_model_class)
+        self.db = db
         table = cache._table  # type: ignore[attr-defined]  # Django's, not in its stubs
-        self.columns, self._converters = once_per_connection(connections[self.db], _entry_columns, table)
+        self.columns, self._expires = once_per_connection(connections[db], _entry_columns, table)
 
     def value(self, value: Any, expires: Any, default: Any = None) -> Any:
         """The entry's value from its two columns, as Django's ``get_many`` decodes it; ``default``
@@ -76,41 +75,48 @@ class EntryRead:
         if value is None:
             return default
         connection = connections[self.db]
-        for convert in self._converters:
-            expires = convert(expires, self._expires, connection)
-        if expires < tz_now():
+        if self._expires.convert(expires, connection) < tz_now():
             self.cache._base_delete_many([self.made_key])
             return default
         return pickle.loads(base64.b64decode(connection.ops.process_clob(value).encode()))  # noqa: S301 (Django's format)
 
 
+# Per process, drawn after each write through the cache: DatabaseCache.written's values.
+_writes = itertools.count(1)
+
+
 class DatabaseCache(DjangoDatabaseCache):
-    # Per process: bumped by each write this process makes through the cache (any key), so a
-    # reader that keeps what it read for a moment (deployments.live) reads again after its own
-    # process wrote.
+    # Per process: a new value after each write this process makes through the cache (any key),
+    # so a reader that keeps what it read for a moment (deployments.live) reads again after its
+    # own process wrote. Drawn from a counter (unique even when threads write at once).
     written = 0
 
     def _base_set(self, *args: Any, **kwargs: Any) -> Any:  # set, add, touch (Django's)
         try:
             return super()._base_set(*args, **kwargs)  # type: ignore[misc]
         finally:
-            DatabaseCache.written += 1
+            DatabaseCache.written = next(_writes)
 
     def _base_delete_many(self, keys: Any) -> Any:  # delete, delete_many, expired entries
         try:
             return super()._base_delete_many(keys)  # type: ignore[misc]
         finally:
             if keys:  # Django's get_many calls it with none
-                DatabaseCache.written += 1
+                DatabaseCache.written = next(_writes)
 
     def clear(self) -> None:
         try:
             super().clear()
         finally:
-            DatabaseCache.written += 1
+            DatabaseCache.written = next(_writes)
+
+    @property
+    def db(self) -> str:
+        """The database the entries are read from."""
+        return router.db_for_read(self.cache_model_class)
 
     def entry(self, key: str, version: Any = None) -> EntryRead:
-        return EntryRead(self, self.make_and_validate_key(key, version=version))
+        return EntryRead(self, self.make_and_validate_key(key, version=version), self.db)
 
     def get(self, key: str, default: Any = None, version: Any = None) -> Any:
         entry = self.entry(key, version=version)
@@ -125,7 +131,7 @@ class DatabaseCache(DjangoDatabaseCache):
         try:
             return self._set_many(data, timeout, version)
         finally:
-            DatabaseCache.written += 1
+            DatabaseCache.written = next(_writes)
 
     def _set_many(self, data: Mapping[str, Any], timeout: Any, version: Any) -> list:
         rows = sorted(

@@ -18,22 +18,26 @@ Written = TypeVar("Written")
 def once_per_connection(connection: Any, write: Callable[..., Written], *args: Any) -> Written:
     """``write(connection, *args)``, made on the connection's first use and kept with it (a
     connection belongs to one thread; a new one, in another thread, writes it again)."""
-    key = ("portal.sql", write, *args)
-    written = connection.__dict__.get(key)
+    kept = connection.__dict__.setdefault("_portal_sql", {})
+    written = kept.get((write, *args))
     if written is None:
-        written = connection.__dict__[key] = write(connection, *args)
+        written = kept[(write, *args)] = write(connection, *args)
     return written
 
 
 class Column:
-    """A model field read as a column: ``convert`` turns the database's value into the field's,
-    with the converters Django's compiler applies (the backend's, then the field's)."""
+    """An expression read as a column (a field's ``get_col(alias)``, or an expression with an
+    ``output_field``): ``convert`` turns the database's value into Python's with the converters
+    Django's compiler applies (the backend's, then the expression's)."""
 
-    def __init__(self, connection: Any, field: Any, alias: str | None = None) -> None:
-        self.col = field.get_col(alias or field.model._meta.db_table)
-        self.converters = connection.ops.get_db_converters(self.col) + self.col.get_db_converters(connection)
+    def __init__(self, connection: Any, expression: Any) -> None:
+        self.expression = expression
+        self.converters = [
+            *connection.ops.get_db_converters(expression),
+            *expression.get_db_converters(connection),
+        ]
 
     def convert(self, value: Any, connection: Any) -> Any:
         for converter in self.converters:
-            value = converter(value, self.col, connection)
+            value = converter(value, self.expression, connection)
         return value

@@ -18,6 +18,16 @@ def fresh_window(settings):
     inventory._memo.clear()
 
 
+@pytest.fixture
+def same_minute(monkeypatch):
+    """The pods page's content version names the minute: a test that counts a warm view's
+    queries must not cross one (the view would render again)."""
+    from deployments import views
+
+    now = time.time()
+    monkeypatch.setattr(views, "time", SimpleNamespace(time=lambda: now))
+
+
 def _stale() -> None:
     """Make the listing's last check older than the window (as 60 s later)."""
     key = f"{inventory._cache_key()}:meta"
@@ -67,14 +77,16 @@ def test_a_worker_that_found_the_lease_taken_asks_for_it_again_a_second_later(
 
 
 def test_pods_page_reuses_its_reads_for_a_moment_unless_its_worker_wrote(
-    gh, db, fresh_window, deployer, settings, monkeypatch
+    gh, db, fresh_window, same_minute, deployer, settings, monkeypatch
 ):
     """PODS_PAGE_READS_SECONDS: the views of that moment read the session only; a request made
     elsewhere shows after it; a change this worker made to the cache (a listing it revalidated,
-    a deployment that expired it) shows at once."""
+    a deployment that expired it) shows at once, and so does a newer listing another of its
+    views loaded (the page never goes back to the version before it)."""
     from django.test.utils import CaptureQueriesContext
 
     from deployments import live
+    from portal.cache import DatabaseCache
     from tests.helpers import logged_in_client, make_request
 
     settings.PODS_PAGE_READS_SECONDS = 0.1
@@ -95,11 +107,36 @@ def test_pods_page_reuses_its_reads_for_a_moment_unless_its_worker_wrote(
     clock[0] += 0.1
     assert f'href="/requests/{request.pk}/"' in client.get("/").content.decode()
 
+    # Another worker lists a new version of the specs: this worker wrote nothing.
     spec = gh.files["pods/acme/prod/spec.yml"]
     gh.put_file("pods/acme/prod/spec.yml", spec.replace("t3.medium", "t3.large"))
-    client.get("/")  # reads kept for this moment
-    inventory.expire()  # a deployment finished in this worker: its cache write
+    written, loads, memo = DatabaseCache.written, inventory._loads, dict(inventory._memo)
+    inventory.listing(fresh=True)
+    monkeypatch.setattr(DatabaseCache, "written", written)  # as if listed in another process
+    monkeypatch.setattr(inventory, "_loads", loads)
+    monkeypatch.setattr(inventory, "_memo", memo)
+    assert "t3.large" not in client.get("/").content.decode()  # within 0.1 s
+    # Another view of this worker (a pod's page, the deploy form) reads the listing's entry and
+    # loads the new version, writing nothing: from then on the pods page shows it too, without
+    # reloading the old one.
+    assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
     assert "t3.large" in client.get("/").content.decode()
+
+    gh.put_file("pods/acme/prod/spec.yml", spec.replace("t3.medium", "t3.xlarge"))
+    assert "t3.xlarge" not in client.get("/").content.decode()  # reads kept for this moment
+    inventory.expire()  # a deployment finished in this worker: its cache write
+    assert "t3.xlarge" in client.get("/").content.decode()
+
+
+def test_expire_lets_a_worker_ask_at_once_though_it_found_the_lease_taken(gh, db, fresh_window):
+    inventory.list_pods()
+    _stale()
+    assert cache.add(f"{inventory._cache_key()}:lease", 1, timeout=60)  # another worker asks
+    inventory.list_pods()  # finds the lease taken: would wait LEASE_RETRY_SECONDS
+    spec = gh.files["pods/acme/prod/spec.yml"]
+    gh.put_file("pods/acme/prod/spec.yml", spec.replace("t3.medium", "t3.large"))
+    inventory.expire()  # a deployment finished in this worker
+    assert inventory.get_pod("acme", "prod").spec.instance_type == "t3.large"
 
 
 def test_stale_listing_revalidated_by_the_first_view_that_takes_the_lease(gh, db, fresh_window):
@@ -133,7 +170,9 @@ def test_search_matches_pod_and_instance_name_in_any_case(gh, db, viewer_client)
     assert "acme/prod" in page and "acme/staging" not in page
 
 
-def test_warm_pods_page_reuses_its_content_until_a_request_changes(gh, db, fresh_window, deployer):
+def test_warm_pods_page_reuses_its_content_until_a_request_changes(
+    gh, db, fresh_window, same_minute, deployer
+):
     """A warm view reads the session (with its user), then the requests' stamp with the listing's
     cache entry (one statement): no per-pod query, no "running now" query; with
     PODS_PAGE_READS_SECONDS at 0 a new request shows at once on the next view."""
