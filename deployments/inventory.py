@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import sys
 import threading
@@ -111,7 +112,8 @@ PODS_PER_CACHE_ENTRY = 1000
 # Per process: the listing of the last tree version seen, so a page view does not unpickle
 # a thousand pods from the shared cache when nothing changed.
 _memo: dict[str, Listing] = {}
-_loads = 0  # how many listings this process loaded into _memo (loaded_version)
+_load_count = itertools.count(1)
+_loads = 0  # a new value each time this process loads a listing into _memo (loaded_version)
 
 
 def _cache_key() -> str:
@@ -151,7 +153,7 @@ def _listing(base: str, sha: str) -> Listing | None:
         global _loads
         _memo.clear()
         listing = _memo[key] = Listing(pods, version=key, truncated=cached["truncated"])
-        _loads += 1
+        _loads = next(_load_count)  # unique even when threads load at once
     return listing
 
 
