@@ -189,18 +189,10 @@ class _StampColumns:
         field = meta.get_field("updated_at")
         self.updated_at = Column(connection, field.get_col(meta.db_table))
         table, updated_at, pk = q(meta.db_table), q(field.column), q(meta.pk.column)
-        self.sql = (
-            f"(SELECT {updated_at} FROM {table} ORDER BY {updated_at} DESC LIMIT 1), "  # noqa: S608 (quoted names)
+        self.select = (
+            f"SELECT (SELECT {updated_at} FROM {table} ORDER BY {updated_at} DESC LIMIT 1), "  # noqa: S608 (quoted names)
             f"(SELECT {pk} FROM {table} ORDER BY {pk} DESC LIMIT 1)"
         )
-        self.select = f"SELECT {self.sql}"
-        self._with: dict[str, str] = {}  # the statement with other columns after the stamp's
-
-    def select_with(self, columns: str) -> str:
-        statement = self._with.get(columns)
-        if statement is None:
-            statement = self._with[columns] = f"{self.select}, {columns}"
-        return statement
 
 
 def activity_stamp() -> ActivityStamp:
@@ -212,7 +204,7 @@ def activity_stamp() -> ActivityStamp:
     out of order and the first commit change neither figure: its move to dispatched, a moment
     later, does, as any change after it.) The SQL is written by hand once per connection:
     building the queryset for it cost 0.3 ms, ten times running it."""
-    return _stamp_and_entry(None)[0]
+    return _stamp_and_entry(None, router.db_for_read(DeploymentRequest))[0]
 
 
 # Per process: (reusable until, the cache's writes then, the caller's ``local`` then, the
@@ -236,13 +228,13 @@ def activity_stamp_and_entry(key: str, *, local: Any = None) -> tuple[ActivitySt
     alias = router.db_for_read(DeploymentRequest)
     seconds = settings.PODS_PAGE_READS_SECONDS
     if seconds <= 0:
-        return _stamp_and_entry(key)
+        return _stamp_and_entry(key, alias)
     now = time.monotonic()
     written = getattr(cache, "written", 0)  # before the read: a write during it reads again
     kept = _reads.get((alias, key))
     if kept is not None and now < kept[0] and kept[1] == written and kept[2] == local:
         return kept[3]
-    answer = _stamp_and_entry(key)
+    answer = _stamp_and_entry(key, alias)
     if len(_reads) > 16:  # keys follow the settings: a few at most, more only in tests
         _reads.clear()
     if answer[1] is not None:
@@ -250,8 +242,7 @@ def activity_stamp_and_entry(key: str, *, local: Any = None) -> tuple[ActivitySt
     return answer
 
 
-def _stamp_and_entry(key: str | None) -> tuple[ActivityStamp, Any]:
-    alias = router.db_for_read(DeploymentRequest)
+def _stamp_and_entry(key: str | None, alias: str) -> tuple[ActivityStamp, Any]:
     connection = connections[alias]
     columns = once_per_connection(connection, _StampColumns)
     entry = value = None
@@ -263,7 +254,7 @@ def _stamp_and_entry(key: str | None) -> tuple[ActivityStamp, Any]:
         if entry is None:
             cursor.execute(columns.select)
         else:
-            cursor.execute(columns.select_with(entry.columns), entry.params)
+            cursor.execute(f"{columns.select}, {entry.columns}", entry.params)
         row = cursor.fetchone()
     if entry is not None:
         value = entry.value(row[2], row[3])

@@ -64,11 +64,9 @@ def pod_list(request):
     (the last deployment of each pod, the "running now" list) is done only when it changed."""
     stamp, meta = live.activity_stamp_and_entry(inventory.meta_key(), local=inventory.loaded_version())
     listing = inventory.listing(meta=meta)
-    # Without a query string (the first page, no search: most views), nothing to parse.
-    asked = request.GET if request.META.get("QUERY_STRING") else {}
-    query = asked.get("q", "").strip().lower()
+    query = request.GET.get("q", "").strip().lower()
     pods = listing.search(query) if query else listing.pods  # memoised per listing and query
-    page = Paginator(pods, PODS_PER_PAGE).get_page(asked.get("page"))
+    page = Paginator(pods, PODS_PER_PAGE).get_page(request.GET.get("page"))
     running = SimpleLazyObject(live.running_now)
     minute = int(time.time() // 60)
     context = {
